@@ -1,0 +1,453 @@
+package smtpserver
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/petrel-mta/petrel/internal/wire"
+	"github.com/petrel-mta/petrel/smtp"
+)
+
+// Command line limits. RFC 5321 §4.5.3.1.4 sets 512 octets with CRLF;
+// SMTP extensions may add to it for MAIL and RCPT parameters, for which we
+// allow maxParamLine. Lines longer than readLimit are read through and
+// refused without being kept.
+const (
+	maxCommandLine = 512
+	maxParamLine   = 1024
+	readLimit      = 4096
+)
+
+// conn is the server side of one connection. Everything in it is owned by
+// the connection's goroutine, except raw (closed by Server.Close), and the
+// atomics used for Shutdown.
+type conn struct {
+	s      *Server
+	raw    net.Conn // the TCP connection: deadlines, Close
+	nc     net.Conn // raw, or the *tls.Conn over it
+	r      *bufio.Reader
+	w      *bufio.Writer
+	id     string
+	log    *slog.Logger
+	public Conn
+	start  time.Time
+
+	dataMode  bool // reads refresh the DataTimeout deadline
+	tlsState  *tls.ConnectionState
+	helo      string
+	esmtp     bool
+	sess      Session
+	tx        *transaction
+	bdat      *bdatState
+	errCount  int
+	msgCount  int
+	closeWhy  string
+	shutdown  atomic.Bool
+	idle      atomic.Bool
+	replyBuf  []byte
+	dataRd    wire.DataReader
+	hsStarted bool
+}
+
+type transaction struct {
+	from  smtp.Path
+	opts  MailOptions
+	rcpts []smtp.Path
+}
+
+// netReader is what the bufio.Reader reads from: the current connection,
+// with the data deadline refreshed on every read while message data flows.
+type netReader struct{ c *conn }
+
+func (r netReader) Read(p []byte) (int, error) {
+	if r.c.dataMode {
+		_ = r.c.raw.SetReadDeadline(time.Now().Add(r.c.s.opts.DataTimeout))
+	}
+	return r.c.nc.Read(p)
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{s: s, raw: nc, nc: nc, id: s.newID(), start: time.Now()}
+	c.r = bufio.NewReaderSize(netReader{c}, readLimit)
+	c.w = bufio.NewWriterSize(nc, 4096)
+	c.log = s.log.With("cid", c.id, "peer", nc.RemoteAddr().String())
+	c.public.c = c
+	return c
+}
+
+// errClose ends the connection without a further reply.
+var errClose = errors.New("smtpserver: close connection")
+
+// closeReply ends the connection after sending a final reply.
+type closeReply struct{ reply *smtp.Error }
+
+func (e *closeReply) Error() string { return "close after " + e.reply.Error() }
+
+var (
+	errShuttingDown = &smtp.Error{Code: smtp.C421ServiceUnavailable, Enhanced: smtp.E432NotAccepting, Message: "Service shutting down, try again later"}
+	errTimeout      = &smtp.Error{Code: smtp.C421ServiceUnavailable, Enhanced: smtp.EnhancedCode{Class: 4, Subject: 4, Detail: 2}, Message: "Timeout, closing connection"}
+	errTooManyErrs  = &smtp.Error{Code: smtp.C421ServiceUnavailable, Enhanced: smtp.E470Security, Message: "Too many errors, closing connection"}
+)
+
+func (c *conn) serve(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c.log.Info("connect", "local", c.raw.LocalAddr().String())
+	defer func() {
+		if v := recover(); v != nil {
+			c.log.Error("panic serving connection", "panic", v, "stack", string(debug.Stack()))
+			c.closeWhy = "internal error"
+			c.writeReply(&smtp.Error{Code: smtp.C421ServiceUnavailable, Enhanced: smtp.E430SystemOther, Message: "Internal error, closing connection"})
+			_ = c.flush()
+		}
+		c.abortBDAT()
+		if c.sess != nil {
+			if err := c.sess.Close(); err != nil {
+				c.log.Warn("session close", "err", err)
+			}
+		}
+		if tc, ok := c.nc.(*tls.Conn); ok && c.hsStarted {
+			_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = tc.Close() // close_notify, RFC 8314 §3.4
+		} else {
+			_ = c.raw.Close()
+		}
+		c.log.Info("disconnect", "reason", c.closeWhy, "messages", c.msgCount,
+			"duration", time.Since(c.start).Round(time.Millisecond))
+	}()
+
+	if c.s.opts.ImplicitTLS {
+		if !c.handshake(ctx, c.s.opts.TLSConfig, true) {
+			return
+		}
+	}
+	if err := c.newSession(ctx); err != nil {
+		c.finish(err)
+		return
+	}
+	c.writeReplyLines(smtp.C220ServiceReady, smtp.NoEnhancedCode, c.s.opts.Hostname+" ESMTP Petrel")
+	for {
+		if err := c.command(ctx); err != nil {
+			c.finish(err)
+			return
+		}
+	}
+}
+
+// finish sends the final reply an ending error carries and records why.
+func (c *conn) finish(err error) {
+	var cr *closeReply
+	var se *smtp.Error
+	switch {
+	case errors.As(err, &cr):
+		c.writeReply(cr.reply)
+		_ = c.flush()
+		if c.closeWhy == "" {
+			c.closeWhy = cr.reply.Message
+		}
+	case errors.As(err, &se):
+		c.writeReply(se)
+		_ = c.flush()
+		if c.closeWhy == "" {
+			c.closeWhy = se.Message
+		}
+	case errors.Is(err, errClose):
+		_ = c.flush()
+	default:
+		c.log.Error("session setup failed", "err", err)
+		c.writeReply(&smtp.Error{Code: smtp.C421ServiceUnavailable, Enhanced: smtp.E430SystemOther, Message: "Service not available, closing connection (" + c.id + ")"})
+		_ = c.flush()
+	}
+}
+
+func (c *conn) newSession(ctx context.Context) error {
+	sess, err := c.s.opts.Backend.NewSession(ctx, &c.public)
+	if err != nil {
+		var se *smtp.Error
+		if errors.As(err, &se) {
+			return &closeReply{reply: se}
+		}
+		return err
+	}
+	c.sess = sess
+	return nil
+}
+
+// command reads and runs one command. A non-nil result ends the connection.
+func (c *conn) command(ctx context.Context) error {
+	line, err := c.readCommand()
+	switch {
+	case err == nil:
+	case errors.Is(err, wire.ErrLineTooLong):
+		return c.replyErr(ctx, "", smtp.Errorf(smtp.C500SyntaxError, smtp.E552SyntaxError, "Line too long (RFC 5321 section 4.5.3.1.4)"))
+	case errors.Is(err, wire.ErrBareLF), errors.Is(err, wire.ErrBareCR):
+		return c.replyErr(ctx, "", smtp.Errorf(smtp.C500SyntaxError, smtp.E552SyntaxError, "Command lines must end in CRLF (RFC 5321 section 2.3.8)"))
+	case errors.Is(err, errShuttingDown):
+		c.closeWhy = "shutdown"
+		return &closeReply{reply: errShuttingDown}
+	default:
+		return c.readFailed(err)
+	}
+	verb, arg, ok := smtp.ParseCommand(line)
+	if !ok {
+		return c.replyErr(ctx, "", smtp.Errorf(smtp.C500SyntaxError, smtp.E551InvalidCommand, "Command unrecognized"))
+	}
+	if isHTTPVerb(verb) {
+		// Cross-protocol attack (ALPACA) or a lost web client: say nothing.
+		c.log.Warn("HTTP request on SMTP port; closing", "verb", verb)
+		c.closeWhy = "HTTP verb"
+		return errClose
+	}
+	if len(line)+2 > maxCommandLine && !(len(line)+2 <= maxParamLine && (verb == "MAIL" || verb == "RCPT")) {
+		if verb == "BDAT" {
+			return &closeReply{reply: errBadBDAT}
+		}
+		return c.replyErr(ctx, verb, smtp.Errorf(smtp.C500SyntaxError, smtp.E552SyntaxError, "Line too long (RFC 5321 section 4.5.3.1.4)"))
+	}
+	h, known := handlers[verb]
+	if !known {
+		return c.replyErr(ctx, verb, smtp.Errorf(smtp.C500SyntaxError, smtp.E551InvalidCommand, "Command unrecognized"))
+	}
+	if c.bdat != nil && h.endsBDAT {
+		c.abortBDAT()
+	}
+	if c.s.opts.RequireTLS && c.tlsState == nil && !h.beforeTLS {
+		err := error(&smtp.Error{Code: smtp.C530AuthRequired, Enhanced: smtp.E570Security, Message: "Must issue a STARTTLS command first"})
+		if verb == "BDAT" {
+			err = c.discardChunk(arg, err)
+		}
+		return c.replyErr(ctx, verb, err)
+	}
+	return c.replyErr(ctx, verb, h.fn(c, ctx, arg))
+}
+
+// readCommand flushes pending replies when no further pipelined command is
+// waiting (RFC 2920 §3.2), then reads one command line within
+// CommandTimeout.
+func (c *conn) readCommand() (string, error) {
+	if c.r.Buffered() == 0 {
+		if err := c.flush(); err != nil {
+			return "", err
+		}
+	}
+	_ = c.raw.SetReadDeadline(time.Now().Add(c.s.opts.CommandTimeout))
+	c.idle.Store(true)
+	defer c.idle.Store(false)
+	if c.shutdown.Load() {
+		return "", errShuttingDown
+	}
+	line, err := wire.ReadLine(c.r, readLimit)
+	if err != nil && c.shutdown.Load() && isTimeout(err) {
+		return "", errShuttingDown
+	}
+	return line, err
+}
+
+func (c *conn) startShutdown() {
+	c.shutdown.Store(true)
+	if c.idle.Load() {
+		_ = c.raw.SetReadDeadline(time.Now())
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// readFailed turns a read error into the end of the connection.
+func (c *conn) readFailed(err error) error {
+	switch {
+	case isTimeout(err):
+		c.closeWhy = "timeout"
+		return &closeReply{reply: errTimeout}
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		if c.closeWhy == "" {
+			c.closeWhy = "client closed connection"
+		}
+	default:
+		c.closeWhy = "read error: " + err.Error()
+	}
+	return errClose
+}
+
+// replyErr answers a handler's result: nil means the handler replied
+// itself; *smtp.Error is sent as it is; errClose and *closeReply end the
+// connection; anything else is logged and answered with a generic 451 4.3.0
+// carrying only the connection ID. It counts error replies and ends the
+// connection after MaxErrors of them.
+func (c *conn) replyErr(ctx context.Context, verb string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var se *smtp.Error
+	var cr *closeReply
+	switch {
+	case errors.As(err, &cr), errors.Is(err, errClose):
+		return err
+	case errors.As(err, &se):
+	default:
+		c.log.Error("command failed", "cmd", verb, "err", err)
+		se = &smtp.Error{Code: smtp.C451LocalError, Enhanced: smtp.E430SystemOther,
+			Message: "Local error in processing, try again later (" + c.id + ")"}
+	}
+	c.writeReply(se)
+	if se.Code >= 400 {
+		c.errCount++
+		if c.errCount >= c.s.opts.MaxErrors {
+			c.closeWhy = "too many errors"
+			return &closeReply{reply: errTooManyErrs}
+		}
+	}
+	return nil
+}
+
+// writeReply queues a reply; it is sent at the next flush.
+func (c *conn) writeReply(e *smtp.Error) {
+	c.writeReplyLines(e.Code, e.Enhanced, e.Lines()...)
+}
+
+func (c *conn) writeReplyLines(code int, enh smtp.EnhancedCode, lines ...string) {
+	c.replyBuf = smtp.AppendReply(c.replyBuf[:0], code, enh, lines...)
+	_, _ = c.w.Write(c.replyBuf)
+}
+
+func (c *conn) ok(code int, enh smtp.EnhancedCode, text string) error {
+	c.writeReplyLines(code, enh, text)
+	return nil
+}
+
+func (c *conn) flush() error {
+	if c.w.Buffered() == 0 {
+		return nil
+	}
+	_ = c.raw.SetWriteDeadline(time.Now().Add(c.s.opts.CommandTimeout))
+	return c.w.Flush()
+}
+
+// rset clears the mail transaction (RFC 5321 §4.1.1.5): RSET, EHLO/HELO,
+// and the end of every transaction.
+func (c *conn) rset(ctx context.Context) {
+	c.abortBDAT()
+	if c.tx != nil {
+		c.tx = nil
+		c.sess.Reset(ctx)
+	}
+}
+
+// resetSession is the RFC 3207 §4.2 reset after the TLS handshake: the
+// server "MUST discard any knowledge obtained from the client, such as the
+// argument to the EHLO command, which was not obtained from the TLS
+// negotiation itself". The backend Session is closed and a new one made, so
+// nothing learnt in plaintext survives; the client must send EHLO again.
+func (c *conn) resetSession(ctx context.Context) error {
+	c.abortBDAT()
+	c.tx = nil
+	c.helo = ""
+	c.esmtp = false
+	if c.sess != nil {
+		if err := c.sess.Close(); err != nil {
+			c.log.Warn("session close", "err", err)
+		}
+		c.sess = nil
+	}
+	return c.newSession(ctx)
+}
+
+func isHTTPVerb(v string) bool {
+	switch v {
+	case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "PRI":
+		return true
+	}
+	return false
+}
+
+// handler describes one verb.
+type handler struct {
+	fn        func(c *conn, ctx context.Context, arg string) error
+	beforeTLS bool // allowed before STARTTLS where TLS is required (RFC 3207 §4)
+	endsBDAT  bool // abandons a BDAT transfer in progress
+}
+
+var handlers = map[string]handler{
+	"EHLO":     {fn: (*conn).handleEHLO, beforeTLS: true, endsBDAT: true},
+	"HELO":     {fn: (*conn).handleHELO, beforeTLS: true, endsBDAT: true},
+	"STARTTLS": {fn: (*conn).handleSTARTTLS, beforeTLS: true},
+	"NOOP":     {fn: (*conn).handleNOOP, beforeTLS: true},
+	"RSET":     {fn: (*conn).handleRSET, beforeTLS: true, endsBDAT: true},
+	"QUIT":     {fn: (*conn).handleQUIT, beforeTLS: true, endsBDAT: true},
+	"MAIL":     {fn: (*conn).handleMAIL},
+	"RCPT":     {fn: (*conn).handleRCPT},
+	"DATA":     {fn: (*conn).handleDATA},
+	"BDAT":     {fn: (*conn).handleBDAT},
+	"VRFY":     {fn: (*conn).handleVRFY},
+	"EXPN":     {fn: notImplemented},
+	"HELP":     {fn: (*conn).handleHELP},
+	"AUTH":     {fn: notImplemented},
+	"ETRN":     {fn: notImplemented},
+	"TURN":     {fn: notImplemented},
+	"ATRN":     {fn: notImplemented},
+}
+
+func notImplemented(*conn, context.Context, string) error {
+	return smtp.Errorf(smtp.C502NotImplemented, smtp.E551InvalidCommand, "Command not implemented")
+}
+
+// Conn is what a Backend and its Sessions see of a connection. Its methods
+// may be called only from within Backend.NewSession and Session methods.
+type Conn struct{ c *conn }
+
+// ID is the connection's ID, as in the server's logs.
+func (p *Conn) ID() string { return p.c.id }
+
+// Hostname is the server's name.
+func (p *Conn) Hostname() string { return p.c.s.opts.Hostname }
+
+// Listener is Options.Name.
+func (p *Conn) Listener() string { return p.c.s.opts.Name }
+
+// RemoteAddr is the client's address.
+func (p *Conn) RemoteAddr() net.Addr { return p.c.raw.RemoteAddr() }
+
+// LocalAddr is the server's address.
+func (p *Conn) LocalAddr() net.Addr { return p.c.raw.LocalAddr() }
+
+// TLS is the TLS connection state, nil while the session is in plaintext.
+func (p *Conn) TLS() *tls.ConnectionState { return p.c.tlsState }
+
+// Hello returns the EHLO or HELO argument and whether it was EHLO; empty
+// before the client greeted (again, after STARTTLS).
+func (p *Conn) Hello() (name string, esmtp bool) { return p.c.helo, p.c.esmtp }
+
+// Logger is the connection's logger (with its ID and peer).
+func (p *Conn) Logger() *slog.Logger { return p.c.log }
+
+// Now is the server's clock (Options.Now).
+func (p *Conn) Now() time.Time { return p.c.s.opts.Now() }
+
+// Recipients are the accepted recipients of the current transaction.
+func (p *Conn) Recipients() []smtp.Path {
+	if p.c.tx == nil {
+		return nil
+	}
+	return p.c.tx.rcpts
+}
+
+// String describes the connection for logs.
+func (p *Conn) String() string {
+	return fmt.Sprintf("%s %s", p.c.id, p.c.raw.RemoteAddr())
+}
+
+// lowerASCII lowercases ASCII letters only.
+func lowerASCII(s string) string { return strings.ToLower(s) }

@@ -1,0 +1,106 @@
+package smtpserver
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/petrel-mta/petrel/smtp"
+)
+
+var errHeloSyntax = &smtp.Error{Code: smtp.C501ArgSyntaxError, Enhanced: smtp.E554InvalidArgs,
+	Message: "Syntax: EHLO domain-or-address-literal"}
+
+// validHello accepts an RFC 5321 §4.1.1.1 Domain or address-literal, and,
+// as Postfix does, host names with underscores (common on Windows hosts). It
+// refuses anything else, so the name can be put in a Received header as it
+// is. A name that does not resolve is never refused (§4.1.4).
+func validHello(s string) bool {
+	if smtp.IsAddressLiteral(s) {
+		return true
+	}
+	if len(s) == 0 || len(s) > smtp.MaxDomainLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.', c == '_':
+		case c >= 0x80: // U-labels (RFC 6531 §3.7.1), checked below
+		default:
+			return false
+		}
+	}
+	return s[0] != '.' && s[len(s)-1] != '.' && !strings.Contains(s, "..") && utf8.ValidString(s)
+}
+
+// handleEHLO: RFC 5321 §4.1.1.1, and §4.1.4: a later EHLO resets the state
+// "exactly as if a RSET command had been issued".
+func (c *conn) handleEHLO(ctx context.Context, arg string) error {
+	if !validHello(arg) {
+		return errHeloSyntax
+	}
+	c.rset(ctx)
+	c.helo, c.esmtp = arg, true
+	lines := make([]string, 0, 9)
+	lines = append(lines,
+		c.s.opts.Hostname+" greets "+arg,
+		"PIPELINING",
+		"SIZE "+strconv.FormatInt(c.s.opts.MaxMessageBytes, 10),
+		"8BITMIME",
+		"ENHANCEDSTATUSCODES",
+		"SMTPUTF8",
+		"CHUNKING",
+	)
+	// RFC 3207 §4.2: never advertised once TLS is active.
+	if c.tlsState == nil && c.tlsOffered() {
+		lines = append(lines, "STARTTLS")
+	}
+	c.writeReplyLines(smtp.C250OK, smtp.NoEnhancedCode, lines...)
+	return nil
+}
+
+func (c *conn) handleHELO(ctx context.Context, arg string) error {
+	if !validHello(arg) {
+		return &smtp.Error{Code: smtp.C501ArgSyntaxError, Enhanced: smtp.E554InvalidArgs, Message: "Syntax: HELO domain"}
+	}
+	c.rset(ctx)
+	c.helo, c.esmtp = arg, false
+	c.writeReplyLines(smtp.C250OK, smtp.NoEnhancedCode, c.s.opts.Hostname)
+	return nil
+}
+
+func (c *conn) handleNOOP(context.Context, string) error {
+	return c.ok(smtp.C250OK, smtp.E200Undefined, "OK") // §4.1.1.9: parameters ignored
+}
+
+// handleRSET: RFC 5321 §4.1.1.5.
+func (c *conn) handleRSET(ctx context.Context, arg string) error {
+	if arg != "" {
+		return smtp.Errorf(smtp.C501ArgSyntaxError, smtp.E554InvalidArgs, "Syntax: RSET (no parameters)")
+	}
+	c.rset(ctx)
+	return c.ok(smtp.C250OK, smtp.E200Undefined, "OK")
+}
+
+// handleQUIT: RFC 5321 §4.1.1.10: 221, then close.
+func (c *conn) handleQUIT(context.Context, string) error {
+	c.closeWhy = "QUIT"
+	return &closeReply{reply: &smtp.Error{Code: smtp.C221Closing, Enhanced: smtp.E200Undefined, Message: "Bye"}}
+}
+
+// handleVRFY: RFC 5321 §3.5.3: 252 when the server will not verify.
+func (c *conn) handleVRFY(_ context.Context, arg string) error {
+	if arg == "" {
+		return smtp.Errorf(smtp.C501ArgSyntaxError, smtp.E554InvalidArgs, "Syntax: VRFY address")
+	}
+	return c.ok(smtp.C252CannotVerify, smtp.E200Undefined, "Cannot VRFY user, but will accept message and attempt delivery")
+}
+
+func (c *conn) handleHELP(context.Context, string) error {
+	c.writeReplyLines(smtp.C214Help, smtp.E200Undefined,
+		"Petrel SMTP server. Commands:",
+		"EHLO HELO STARTTLS MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+		"See RFC 5321.")
+	return nil
+}

@@ -1,0 +1,363 @@
+package smtpserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/petrel-mta/petrel/smtp"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultMaxMessageBytes  = 35 << 20
+	DefaultMaxRecipients    = 1000
+	DefaultMaxErrors        = 20
+	DefaultMaxConns         = 1000
+	DefaultMaxConnsPerIP    = 20
+	DefaultMaxHandshakes    = 64
+	DefaultCommandTimeout   = 5 * time.Minute // RFC 5321 §4.5.3.2.7
+	DefaultDataTimeout      = 3 * time.Minute // RFC 5321 §4.5.3.2.5
+	DefaultHandshakeTimeout = 30 * time.Second
+)
+
+// Options configure a Server. Backend is required; zero values take the
+// defaults above.
+type Options struct {
+	// Name labels the listener in logs ("mx", "submission", ...).
+	Name string
+	// Hostname is the server's name in the greeting and Received header.
+	Hostname string
+	// Backend makes sessions. Required.
+	Backend Backend
+	// Logger receives one line per connection event; nil discards.
+	Logger *slog.Logger
+
+	// TLSConfig enables STARTTLS (RFC 3207) when not nil, or TLS from the
+	// first byte when ImplicitTLS is set (RFC 8314 §3.3). The server
+	// raises MinVersion to TLS 1.2 if it is lower.
+	TLSConfig *tls.Config
+	// GetTLSConfig, when set, is called at each STARTTLS instead of using
+	// TLSConfig; an error answers 454 4.7.0 (RFC 3207 §4: TLS not
+	// available due to temporary reason).
+	GetTLSConfig func(ctx context.Context) (*tls.Config, error)
+	// ImplicitTLS: the listener speaks TLS from the first byte (port 465).
+	ImplicitTLS bool
+	// RequireTLS: every command but EHLO, HELO, STARTTLS, NOOP, RSET and
+	// QUIT is answered 530 5.7.0 before TLS (RFC 3207 §4). Never set it on
+	// a publicly referenced MX (RFC 3207 §4 MUST NOT).
+	RequireTLS bool
+
+	// MaxMessageBytes is the SIZE limit (RFC 1870).
+	MaxMessageBytes int64
+	// MaxRecipients per transaction; the next RCPT gets 452 4.5.3. At
+	// least 100 (RFC 5321 §4.5.3.1.8).
+	MaxRecipients int
+	// MaxErrors: after this many error replies, 421 and close.
+	MaxErrors int
+	// MaxConns in total and MaxConnsPerIP from one client address; over
+	// either, the connection gets 421 4.7.0 and is closed.
+	MaxConns, MaxConnsPerIP int
+	// MaxHandshakes bounds concurrent TLS handshakes; STARTTLS over the
+	// bound gets 454 4.7.0.
+	MaxHandshakes int
+
+	// CommandTimeout bounds the wait for each whole command line (RFC
+	// 5321 §4.5.3.2.7: at least 5 minutes). DataTimeout bounds each read
+	// of message data. HandshakeTimeout bounds the TLS handshake.
+	CommandTimeout, DataTimeout, HandshakeTimeout time.Duration
+
+	// Now returns the time for Received headers; nil is time.Now.
+	Now func() time.Time
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("smtpserver: server closed")
+
+// Server is an SMTP server. Make one with New.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	hsSem   chan struct{}
+	idBase  string
+	idSeq   atomic.Uint64
+	closing atomic.Bool
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	perIP     map[netip.Addr]int
+	wg        sync.WaitGroup
+}
+
+// New checks opts and returns a Server.
+func New(opts Options) (*Server, error) {
+	if opts.Backend == nil {
+		return nil, errors.New("smtpserver: Options.Backend is required")
+	}
+	if opts.ImplicitTLS && opts.TLSConfig == nil {
+		return nil, errors.New("smtpserver: ImplicitTLS needs TLSConfig")
+	}
+	if opts.RequireTLS && opts.TLSConfig == nil && opts.GetTLSConfig == nil {
+		return nil, errors.New("smtpserver: RequireTLS needs TLSConfig or GetTLSConfig")
+	}
+	if opts.MaxRecipients != 0 && opts.MaxRecipients < 100 {
+		return nil, errors.New("smtpserver: MaxRecipients below the RFC 5321 §4.5.3.1.8 minimum of 100")
+	}
+	if opts.Hostname == "" {
+		opts.Hostname = "localhost"
+	}
+	setDefault(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
+	setDefault(&opts.MaxRecipients, DefaultMaxRecipients)
+	setDefault(&opts.MaxErrors, DefaultMaxErrors)
+	setDefault(&opts.MaxConns, DefaultMaxConns)
+	setDefault(&opts.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	setDefault(&opts.MaxHandshakes, DefaultMaxHandshakes)
+	setDefault(&opts.CommandTimeout, DefaultCommandTimeout)
+	setDefault(&opts.DataTimeout, DefaultDataTimeout)
+	setDefault(&opts.HandshakeTimeout, DefaultHandshakeTimeout)
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.TLSConfig != nil {
+		opts.TLSConfig = hardenTLS(opts.TLSConfig)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Name != "" {
+		log = log.With("listener", opts.Name)
+	}
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	return &Server{
+		opts:      opts,
+		log:       log,
+		hsSem:     make(chan struct{}, opts.MaxHandshakes),
+		idBase:    hex.EncodeToString(rnd[:]),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+		perIP:     make(map[netip.Addr]int),
+	}, nil
+}
+
+func setDefault[T int | int64 | time.Duration](p *T, v T) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+// hardenTLS returns a copy of cfg with TLS 1.2 as the floor (RFC 8996, RFC
+// 8997), renegotiation off, and the hybrid post-quantum group first when the
+// caller left the groups unset.
+func hardenTLS(cfg *tls.Config) *tls.Config {
+	c := cfg.Clone()
+	if c.MinVersion < tls.VersionTLS12 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	if len(c.CurvePreferences) == 0 {
+		c.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
+	}
+	c.Renegotiation = tls.RenegotiateNever
+	return c
+}
+
+// Serve accepts connections on l until Shutdown or Close, serving each in
+// its own goroutine. It always returns a non-nil error; after Shutdown or
+// Close it is ErrServerClosed.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			if isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept error; retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.serve(context.Background(), nc, true)
+	}
+}
+
+// isTemporary classifies accept errors that warrant a retry (too many open
+// files, connection aborted) the way net/http does.
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// ServeConn serves one connection on the calling goroutine until it ends.
+// Connection limits apply as for Serve. It is meant for tests and for
+// callers that accept connections themselves.
+func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
+	s.serve(ctx, nc, false)
+}
+
+func (s *Server) serve(ctx context.Context, nc net.Conn, async bool) {
+	ip := peerIP(nc.RemoteAddr())
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		_ = nc.Close()
+		return
+	}
+	over := ""
+	switch {
+	case len(s.conns) >= s.opts.MaxConns:
+		over = "total"
+	case ip.IsValid() && s.perIP[ip] >= s.opts.MaxConnsPerIP:
+		over = "per-ip"
+	}
+	if over != "" {
+		s.mu.Unlock()
+		s.log.Warn("connection refused: limit reached", "peer", nc.RemoteAddr().String(), "limit", over)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			refuse(nc, s.opts.ImplicitTLS)
+		}()
+		return
+	}
+	c := newConn(s, nc)
+	s.conns[c] = struct{}{}
+	if ip.IsValid() {
+		s.perIP[ip]++
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	run := func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.conns, c)
+			if ip.IsValid() {
+				if s.perIP[ip]--; s.perIP[ip] <= 0 {
+					delete(s.perIP, ip)
+				}
+			}
+			s.mu.Unlock()
+		}()
+		c.serve(ctx)
+	}
+	if async {
+		go run()
+	} else {
+		run()
+	}
+}
+
+// refuse answers a connection over the limits with 421 4.7.0 and closes it.
+// On an implicit-TLS listener nothing is sent in clear (RFC 8314 §3.3).
+func refuse(nc net.Conn, implicitTLS bool) {
+	if !implicitTLS {
+		_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_, _ = nc.Write(smtp.AppendReply(nil, smtp.C421ServiceUnavailable, smtp.E470Security,
+			"Too many connections, try again later"))
+	}
+	_ = nc.Close()
+}
+
+func peerIP(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
+
+func (s *Server) newID() string {
+	return s.idBase + "-" + itoa36(s.idSeq.Add(1))
+}
+
+func itoa36(n uint64) string {
+	const digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+	var b [13]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = digits[n%36]
+		n /= 36
+		if n == 0 {
+			return string(b[i:])
+		}
+	}
+}
+
+// Shutdown stops accepting, lets each connection finish the command it is
+// in, answers its next command (or an idle wait) with "421 4.3.2 Service
+// shutting down", and waits for all connections to end or ctx to be done;
+// then it closes what is left and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeListeners()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.startShutdown()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.closeConns()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting and closes every connection at once.
+func (s *Server) Close() error {
+	s.closeListeners()
+	s.closeConns()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing.Store(true)
+	for l := range s.listeners {
+		_ = l.Close()
+	}
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		_ = c.raw.Close()
+	}
+}

@@ -1,0 +1,112 @@
+package smtpserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"time"
+
+	"github.com/petrel-mta/petrel/smtp"
+)
+
+var (
+	errTLSActive      = &smtp.Error{Code: smtp.C503BadSequence, Enhanced: smtp.E551InvalidCommand, Message: "TLS already active"}
+	errTLSNotOffered  = &smtp.Error{Code: smtp.C502NotImplemented, Enhanced: smtp.E551InvalidCommand, Message: "STARTTLS not available"}
+	errTLSParams      = &smtp.Error{Code: smtp.C501ArgSyntaxError, Enhanced: smtp.E554InvalidArgs, Message: "Syntax error (no parameters allowed)"}
+	errTLSUnavailable = &smtp.Error{Code: smtp.C454TLSUnavailable, Enhanced: smtp.E470Security, Message: "TLS not available due to temporary reason"}
+)
+
+// tlsOffered reports whether STARTTLS is configured at all.
+func (c *conn) tlsOffered() bool {
+	return c.s.opts.TLSConfig != nil || c.s.opts.GetTLSConfig != nil
+}
+
+// handleSTARTTLS implements RFC 3207 §4 and §4.2.
+func (c *conn) handleSTARTTLS(ctx context.Context, arg string) error {
+	if c.tlsState != nil {
+		return errTLSActive // §4.2: a TLS session is already active
+	}
+	if !c.tlsOffered() {
+		return errTLSNotOffered
+	}
+	if arg != "" {
+		return errTLSParams // §4: "STARTTLS" with no parameters
+	}
+	cfg := c.s.opts.TLSConfig
+	if c.s.opts.GetTLSConfig != nil {
+		var err error
+		cfg, err = c.s.opts.GetTLSConfig(ctx)
+		if err != nil || cfg == nil {
+			c.log.Warn("STARTTLS: TLS unavailable", "err", err)
+			return errTLSUnavailable
+		}
+		cfg = hardenTLS(cfg)
+	}
+	select {
+	case c.s.hsSem <- struct{}{}:
+	default:
+		c.log.Warn("STARTTLS: too many concurrent handshakes")
+		return errTLSUnavailable
+	}
+	c.writeReplyLines(smtp.C220ServiceReady, smtp.E200Undefined, "Ready to start TLS")
+	err := c.flush()
+	if err == nil && c.r.Buffered() > 0 {
+		// Plaintext sent after STARTTLS and before the handshake: the
+		// CVE-2011-0411 command injection. Never execute it.
+		<-c.s.hsSem
+		c.log.Warn("STARTTLS: plaintext pipelined after STARTTLS (command injection attempt); closing",
+			"octets", c.r.Buffered())
+		c.closeWhy = "plaintext after STARTTLS"
+		return errClose
+	}
+	if err != nil {
+		<-c.s.hsSem
+		return c.readFailed(err)
+	}
+	if !c.handshake(ctx, cfg, false) {
+		return errClose
+	}
+	// §4.2: back to the state after the 220 greeting, knowing nothing.
+	return c.resetSession(ctx)
+}
+
+// handshake runs the TLS server handshake on the connection within
+// HandshakeTimeout and switches the reader and writer to TLS. On failure it
+// logs and returns false: the connection is then closed without any
+// further plaintext. The handshake semaphore is held by the caller for
+// STARTTLS and taken here for implicit TLS.
+func (c *conn) handshake(ctx context.Context, cfg *tls.Config, implicit bool) bool {
+	if implicit {
+		select {
+		case c.s.hsSem <- struct{}{}:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	defer func() { <-c.s.hsSem }()
+	tc := tls.Server(c.raw, cfg)
+	hctx, cancel := context.WithTimeout(ctx, c.s.opts.HandshakeTimeout)
+	defer cancel()
+	_ = c.raw.SetDeadline(time.Now().Add(c.s.opts.HandshakeTimeout))
+	c.hsStarted = true
+	err := tc.HandshakeContext(hctx)
+	_ = c.raw.SetDeadline(time.Time{})
+	if err != nil {
+		reason := err.Error()
+		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+			reason = "timeout"
+		}
+		c.log.Warn("TLS handshake failed", "err", reason, "implicit", implicit)
+		c.closeWhy = "TLS handshake failed"
+		c.hsStarted = false
+		return false
+	}
+	st := tc.ConnectionState()
+	c.tlsState = &st
+	c.nc = tc
+	c.r.Reset(netReader{c})
+	c.w.Reset(tc)
+	c.log.Info("tls", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite),
+		"group", st.CurveID.String(), "resumed", st.DidResume, "sni", st.ServerName, "implicit", implicit)
+	return true
+}
