@@ -1,0 +1,53 @@
+// Command petrel is a mail transfer agent built around secure SMTP
+// transport (RFC 3207 STARTTLS, RFC 8314 implicit TLS).
+//
+//	petrel serve [flags]    run the daemon (see petrel serve -h)
+//	petrel version          print the version
+//
+// The other tools (send, check, queue, user, bench) arrive with later work.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const version = "0.1.0-dev"
+
+const usage = `petrel — a mail transfer agent with secure SMTP transport
+
+Usage:
+  petrel serve [flags]   run the SMTP server (petrel serve -h for flags)
+  petrel version         print the version
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes a subcommand and returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "petrel", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "petrel: unknown command %q; run 'petrel help' for the list\n", args[0])
+	return 2
+}

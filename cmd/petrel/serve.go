@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/petrel-mta/petrel/internal/certs"
+	"github.com/petrel-mta/petrel/internal/config"
+	"github.com/petrel-mta/petrel/internal/maildir"
+	"github.com/petrel-mta/petrel/internal/relay"
+	"github.com/petrel-mta/petrel/smtpserver"
+)
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// serveConfig turns the flags into the configuration: the file (or the
+// defaults), then every flag given on the command line over it.
+func serveConfig(args []string, stderr io.Writer) (config.Config, error) {
+	fs := flag.NewFlagSet("petrel serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: petrel serve [flags]\n\nRuns the SMTP server. With no flags and no config file it uses ./petrel-data,\na self-signed certificate, and 127.0.0.1 ports 2525 (MX), 2587 (submission)\nand 2465 (implicit TLS).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	var (
+		cfgFile  = fs.String("config", "", "TOML configuration `file` (see docs/config.md); flags override it")
+		data     = fs.String("data", "", "data `dir`ectory (default ./petrel-data)")
+		domains  stringList
+		mx       = fs.String("mx", "", "MX listener `addr`ess, STARTTLS offered (empty string disables)")
+		sub      = fs.String("submission", "", "submission listener `addr`ess, STARTTLS required (empty string disables)")
+		subs     = fs.String("submissions", "", "implicit-TLS submission listener `addr`ess, RFC 8314 (empty string disables)")
+		certFile = fs.String("cert", "", "TLS certificate chain `file` (PEM); needs --key")
+		keyFile  = fs.String("key", "", "TLS private key `file` (PEM); needs --cert")
+		hostname = fs.String("hostname", "", "server host `name` for the greeting and Received headers")
+	)
+	fs.Var(&domains, "domain", "local `domain` (repeatable; replaces the configured list)")
+	if err := fs.Parse(args); err != nil {
+		return config.Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config.Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg := config.Default()
+	if *cfgFile != "" {
+		var err error
+		if cfg, err = config.Load(*cfgFile); err != nil {
+			return config.Config{}, err
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "data":
+			cfg.DataDir = *data
+		case "domain":
+			cfg.Domains = []string(domains)
+		case "mx":
+			cfg.Listeners.MX = *mx
+		case "submission":
+			cfg.Listeners.Submission = *sub
+		case "submissions":
+			cfg.Listeners.Submissions = *subs
+		case "cert":
+			cfg.TLS.Cert = *certFile
+		case "key":
+			cfg.TLS.Key = *keyFile
+		case "hostname":
+			cfg.Hostname = *hostname
+		}
+	})
+	for i, d := range cfg.Domains {
+		cfg.Domains[i] = strings.ToLower(strings.TrimSuffix(d, "."))
+	}
+	if err := cfg.Validate(); err != nil {
+		return config.Config{}, err
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := serveConfig(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "petrel serve: configuration refused:\n%s\n", indent(err.Error()))
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	if err := runServer(ctx, cfg, log, stdout); err != nil {
+		fmt.Fprintf(stderr, "petrel serve: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
+// runServer starts the listeners and runs until ctx is done.
+func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Writer) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("cannot create the data directory: %w (choose another with --data)", err)
+	}
+	certFile, keyFile := cfg.TLS.Cert, cfg.TLS.Key
+	if certFile == "" {
+		var created bool
+		var err error
+		names := []string{cfg.Hostname}
+		certFile, keyFile, created, err = certs.EnsureSelfSigned(filepath.Join(cfg.DataDir, "tls"), names, time.Now())
+		if err != nil {
+			return fmt.Errorf("cannot make a self-signed certificate: %w", err)
+		}
+		if created {
+			log.Info("self-signed certificate created", "cert", certFile)
+		}
+	}
+	store, err := certs.NewStore(certFile, keyFile, log)
+	if err != nil {
+		return fmt.Errorf("cannot load the TLS certificate: %w (check --cert and --key)", err)
+	}
+	md, err := maildir.New(filepath.Join(cfg.DataDir, "maildir"))
+	if err != nil {
+		return fmt.Errorf("cannot open the Maildir root: %w", err)
+	}
+	if err := md.Cleanup(time.Hour); err != nil {
+		log.Warn("maildir spool cleanup", "err", err)
+	}
+	backend := relay.New(relay.Options{Domains: cfg.Domains, Store: md, Log: log})
+	tlsConfig := store.TLSConfig()
+
+	type listener struct {
+		name, addr  string
+		requireTLS  bool
+		implicitTLS bool
+	}
+	var servers []*smtpserver.Server
+	var lns []net.Listener
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 3)
+	closeAll := func() {
+		for _, l := range lns {
+			_ = l.Close()
+		}
+	}
+	for _, l := range []listener{
+		{"mx", cfg.Listeners.MX, false, false},
+		{"submission", cfg.Listeners.Submission, true, false},
+		{"submissions", cfg.Listeners.Submissions, false, true},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		srv, err := smtpserver.New(smtpserver.Options{
+			Name:             l.name,
+			Hostname:         cfg.Hostname,
+			Backend:          backend,
+			Logger:           log,
+			TLSConfig:        tlsConfig,
+			RequireTLS:       l.requireTLS,
+			ImplicitTLS:      l.implicitTLS,
+			MaxMessageBytes:  cfg.Limits.MaxMessageSize,
+			MaxRecipients:    cfg.Limits.MaxRecipients,
+			MaxErrors:        cfg.Limits.MaxErrors,
+			MaxConns:         cfg.Limits.MaxConnections,
+			MaxConnsPerIP:    cfg.Limits.MaxConnectionsPerIP,
+			MaxHandshakes:    cfg.Limits.MaxTLSHandshakes,
+			CommandTimeout:   cfg.Timeouts.Command.Duration,
+			DataTimeout:      cfg.Timeouts.Data.Duration,
+			HandshakeTimeout: cfg.Timeouts.TLSHandshake.Duration,
+		})
+		if err != nil {
+			closeAll()
+			return err
+		}
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("cannot listen for %s on %s: %w (is another server using it? change it with --%s)", l.name, l.addr, err, l.name)
+		}
+		servers = append(servers, srv)
+		lns = append(lns, ln)
+		log.Info("listening", "listener", l.name, "addr", ln.Addr().String(), "starttls", !l.implicitTLS, "require_tls", l.requireTLS, "implicit_tls", l.implicitTLS)
+		fmt.Fprintf(stdout, "petrel: %-11s on %s (%s)\n", l.name, ln.Addr(), describe(l.requireTLS, l.implicitTLS))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, smtpserver.ErrServerClosed) {
+				serveErr <- fmt.Errorf("%s listener: %w", l.name, err)
+			}
+		}()
+	}
+	fmt.Fprintf(stdout, "petrel: delivering mail for %s to Maildirs under %s\n", strings.Join(cfg.Domains, ", "), filepath.Join(cfg.DataDir, "maildir"))
+	if cfg.Listeners.MX != "" && len(cfg.Domains) > 0 {
+		fmt.Fprintf(stdout, "petrel: try: swaks --server %s --tls --to you@%s --from me@example.org\n", cfg.Listeners.MX, cfg.Domains[0])
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-hup:
+			if err := store.Reload(); err != nil {
+				log.Error("certificate reload failed; keeping the current certificate", "err", err)
+			}
+		case runErr = <-serveErr:
+			break loop
+		}
+	}
+	log.Info("shutting down", "grace", cfg.Timeouts.Shutdown.Duration)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Shutdown.Duration)
+	defer cancel()
+	var swg sync.WaitGroup
+	for _, s := range servers {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			_ = s.Shutdown(sctx)
+		}()
+	}
+	swg.Wait()
+	wg.Wait()
+	return runErr
+}
+
+func describe(requireTLS, implicitTLS bool) string {
+	switch {
+	case implicitTLS:
+		return "implicit TLS, RFC 8314"
+	case requireTLS:
+		return "STARTTLS required"
+	}
+	return "STARTTLS offered"
+}
+
