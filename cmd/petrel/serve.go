@@ -263,4 +263,3 @@ func describe(requireTLS, implicitTLS bool) string {
 	}
 	return "STARTTLS offered"
 }
-
