@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -448,6 +447,3 @@ func (p *Conn) Recipients() []smtp.Path {
 func (p *Conn) String() string {
 	return fmt.Sprintf("%s %s", p.c.id, p.c.raw.RemoteAddr())
 }
-
-// lowerASCII lowercases ASCII letters only.
-func lowerASCII(s string) string { return strings.ToLower(s) }
