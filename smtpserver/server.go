@@ -64,8 +64,12 @@ type Options struct {
 	// MaxErrors: after this many error replies, 421 and close.
 	MaxErrors int
 	// MaxConns in total and MaxConnsPerIP from one client address; over
-	// either, the connection gets 421 4.7.0 and is closed.
+	// either, the connection gets 421 4.7.0 and is closed. Ignored when
+	// ConnLimiter is set.
 	MaxConns, MaxConnsPerIP int
+	// ConnLimiter, when set, is shared with other Servers so that the
+	// connection bounds hold across listeners.
+	ConnLimiter *ConnLimiter
 	// MaxHandshakes bounds concurrent TLS handshakes; STARTTLS over the
 	// bound gets 454 4.7.0.
 	MaxHandshakes int
@@ -91,10 +95,11 @@ type Server struct {
 	idSeq   atomic.Uint64
 	closing atomic.Bool
 
+	limiter *ConnLimiter
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
-	perIP     map[netip.Addr]int
 	wg        sync.WaitGroup
 }
 
@@ -118,8 +123,6 @@ func New(opts Options) (*Server, error) {
 	setDefault(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
 	setDefault(&opts.MaxRecipients, DefaultMaxRecipients)
 	setDefault(&opts.MaxErrors, DefaultMaxErrors)
-	setDefault(&opts.MaxConns, DefaultMaxConns)
-	setDefault(&opts.MaxConnsPerIP, DefaultMaxConnsPerIP)
 	setDefault(&opts.MaxHandshakes, DefaultMaxHandshakes)
 	setDefault(&opts.CommandTimeout, DefaultCommandTimeout)
 	setDefault(&opts.DataTimeout, DefaultDataTimeout)
@@ -139,14 +142,18 @@ func New(opts Options) (*Server, error) {
 	}
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
+	limiter := opts.ConnLimiter
+	if limiter == nil {
+		limiter = NewConnLimiter(opts.MaxConns, opts.MaxConnsPerIP)
+	}
 	return &Server{
 		opts:      opts,
+		limiter:   limiter,
 		log:       log,
 		hsSem:     make(chan struct{}, opts.MaxHandshakes),
 		idBase:    hex.EncodeToString(rnd[:]),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
-		perIP:     make(map[netip.Addr]int),
 	}, nil
 }
 
@@ -229,14 +236,7 @@ func (s *Server) serve(ctx context.Context, nc net.Conn, async bool) {
 		_ = nc.Close()
 		return
 	}
-	over := ""
-	switch {
-	case len(s.conns) >= s.opts.MaxConns:
-		over = "total"
-	case ip.IsValid() && s.perIP[ip] >= s.opts.MaxConnsPerIP:
-		over = "per-ip"
-	}
-	if over != "" {
+	if over := s.limiter.acquire(ip); over != "" {
 		s.mu.Unlock()
 		s.log.Warn("connection refused: limit reached", "peer", nc.RemoteAddr().String(), "limit", over)
 		s.wg.Add(1)
@@ -248,9 +248,6 @@ func (s *Server) serve(ctx context.Context, nc net.Conn, async bool) {
 	}
 	c := newConn(s, nc)
 	s.conns[c] = struct{}{}
-	if ip.IsValid() {
-		s.perIP[ip]++
-	}
 	s.wg.Add(1)
 	s.mu.Unlock()
 	run := func() {
@@ -258,12 +255,8 @@ func (s *Server) serve(ctx context.Context, nc net.Conn, async bool) {
 		defer func() {
 			s.mu.Lock()
 			delete(s.conns, c)
-			if ip.IsValid() {
-				if s.perIP[ip]--; s.perIP[ip] <= 0 {
-					delete(s.perIP, ip)
-				}
-			}
 			s.mu.Unlock()
+			s.limiter.release(ip)
 		}()
 		c.serve(ctx)
 	}

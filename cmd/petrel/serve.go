@@ -154,6 +154,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	}
 	backend := relay.New(relay.Options{Domains: cfg.Domains, Store: md, Log: log})
 	tlsConfig := store.TLSConfig()
+	limiter := smtpserver.NewConnLimiter(cfg.Limits.MaxConnections, cfg.Limits.MaxConnectionsPerIP)
 
 	type listener struct {
 		name, addr  string
@@ -188,8 +189,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 			MaxMessageBytes:  cfg.Limits.MaxMessageSize,
 			MaxRecipients:    cfg.Limits.MaxRecipients,
 			MaxErrors:        cfg.Limits.MaxErrors,
-			MaxConns:         cfg.Limits.MaxConnections,
-			MaxConnsPerIP:    cfg.Limits.MaxConnectionsPerIP,
+			ConnLimiter:      limiter,
 			MaxHandshakes:    cfg.Limits.MaxTLSHandshakes,
 			CommandTimeout:   cfg.Timeouts.Command.Duration,
 			DataTimeout:      cfg.Timeouts.Data.Duration,
