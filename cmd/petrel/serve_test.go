@@ -1,0 +1,264 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/smtp"
+	"net/textproto"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for the daemon's logger and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// daemon runs `petrel serve` in-process with args and returns the
+// listener addresses it printed, by name.
+func daemon(t *testing.T, args ...string) (addrs map[string]string, stderr *syncBuffer, stop func() int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	stderr = &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		code := run(ctx, append([]string{"serve"}, args...), pw, stderr)
+		pw.Close()
+		done <- code
+	}()
+	addrs = map[string]string{}
+	re := regexp.MustCompile(`^petrel: (\S+)\s+on (\S+) `)
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		line := sc.Text()
+		if m := re.FindStringSubmatch(line); m != nil {
+			addrs[m[1]] = m[2]
+		}
+		if strings.HasPrefix(line, "petrel: try:") {
+			break
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	stopped := false
+	var code int
+	stop = func() int {
+		if !stopped {
+			cancel()
+			select {
+			case code = <-done:
+			case <-time.After(40 * time.Second):
+				t.Fatal("petrel serve did not stop")
+			}
+			stopped = true
+		}
+		return code
+	}
+	t.Cleanup(func() { stop() })
+	if len(addrs) == 0 {
+		t.Fatalf("no listener printed; stderr:\n%s", stderr)
+	}
+	return addrs, stderr, stop
+}
+
+func loopbackArgs(dir string) []string {
+	return []string{"--data", dir, "--hostname", "mx.test", "--domain", "example.test", "--domain", "localhost",
+		"--mx", "127.0.0.1:0", "--submission", "127.0.0.1:0", "--submissions", "127.0.0.1:0"}
+}
+
+func trust(t *testing.T, certFile string) *tls.Config {
+	t.Helper()
+	pem, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatal("bad certificate PEM")
+	}
+	return &tls.Config{RootCAs: pool, ServerName: "mx.test"}
+}
+
+// TestServeEmbeddedDefault: a fresh data directory gets a self-signed
+// certificate (kept across restarts), the three listeners work with their
+// roles, and a message sent over STARTTLS lands in the recipient's Maildir.
+func TestServeEmbeddedDefault(t *testing.T) {
+	dir := t.TempDir()
+	addrs, stderr, stop := daemon(t, loopbackArgs(dir)...)
+	certFile := filepath.Join(dir, "tls", "cert.pem")
+	first, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatalf("no self-signed certificate: %v", err)
+	}
+	if key, err := os.Stat(filepath.Join(dir, "tls", "key.pem")); err != nil || key.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", key, err)
+	}
+	clientTLS := trust(t, certFile)
+
+	// MX: STARTTLS offered, verified against the generated certificate.
+	c, err := smtp.Dial(addrs["mx"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := c.Extension("STARTTLS"); !ok {
+		t.Fatal("MX does not offer STARTTLS")
+	}
+	if err := c.StartTLS(clientTLS); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("sender@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("Carol@Example.Test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("someone@elsewhere.example"); err == nil || !strings.Contains(err.Error(), "5.7.1 Relay access denied") {
+		t.Fatalf("relay attempt: %v, want 554 5.7.1", err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := "Subject: first\r\n\r\nhello\r\n"
+	if _, err := io.WriteString(w, msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Quit()
+	files, _ := filepath.Glob(filepath.Join(dir, "maildir", "carol", "new", "*"))
+	if len(files) != 1 {
+		t.Fatalf("maildir files: %v", files)
+	}
+	data, _ := os.ReadFile(files[0])
+	if !bytes.HasPrefix(data, []byte("Received: from ")) || !bytes.HasSuffix(data, []byte("\r\n"+msg)) ||
+		!bytes.Contains(data, []byte(" with ")) || !bytes.Contains(data, []byte("TLSv1.3")) {
+		t.Errorf("stored message:\n%s", data)
+	}
+
+	// Submission: STARTTLS required (RFC 3207 §4, 530 5.7.0).
+	tc, err := textproto.Dial("tcp", addrs["submission"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tc.ReadResponse(220); err != nil {
+		t.Fatal(err)
+	}
+	_ = tc.PrintfLine("EHLO c.test")
+	if _, _, err := tc.ReadResponse(250); err != nil {
+		t.Fatal(err)
+	}
+	_ = tc.PrintfLine("MAIL FROM:<a@example.org>")
+	if code, text, _ := tc.ReadResponse(0); code != 530 || !strings.HasPrefix(text, "5.7.0") {
+		t.Errorf("submission MAIL before STARTTLS: %d %s", code, text)
+	}
+	tc.Close()
+
+	// Submissions: TLS from the first byte (RFC 8314 §3.3).
+	conn, err := tls.Dial("tcp", addrs["submissions"], clientTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "220 mx.test ") {
+		t.Errorf("implicit TLS greeting %q %v", line, err)
+	}
+	conn.Close()
+
+	if code := stop(); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	for _, want := range []string{"msg=\"message accepted\"", "msg=tls", "cipher=TLS_", "msg=disconnect"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("log lacks %s:\n%s", want, stderr)
+		}
+	}
+
+	// The certificate is kept for later starts.
+	_, _, stop2 := daemon(t, loopbackArgs(dir)...)
+	stop2()
+	again, _ := os.ReadFile(certFile)
+	if !bytes.Equal(first, again) {
+		t.Error("certificate regenerated on restart")
+	}
+}
+
+// TestServeBadConfig: a bad configuration is refused at start with every
+// problem listed, one line each, naming its key.
+func TestServeBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "petrel.toml")
+	cfg := `data_dir = "` + dir + `"
+[limits]
+max_recipients = 10
+[timeouts]
+command = "soon"
+[listeners]
+mx = "nonsense"
+`
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"serve", "--config", file}, &stdout, &stderr)
+	if code != 2 {
+		t.Fatalf("exit %d, want 2; stderr:\n%s", code, stderr.String())
+	}
+	t.Log(stderr.String())
+
+	cfg = `data_dir = "` + dir + `"
+[limits]
+max_recipients = 10
+max_message_size = 100
+[listeners]
+mx = "nonsense"
+`
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stderr.Reset()
+	if code := run(context.Background(), []string{"serve", "--config", file}, &stdout, &stderr); code != 2 {
+		t.Fatalf("exit %d, want 2", code)
+	}
+	for _, key := range []string{"max_recipients", "max_message_size", "listeners.mx"} {
+		if !strings.Contains(stderr.String(), key) {
+			t.Errorf("stderr does not name %s:\n%s", key, stderr.String())
+		}
+	}
+	if n := strings.Count(strings.TrimSpace(stderr.String()), "\n"); n < 3 {
+		t.Errorf("want one line per problem (3) after the heading, got:\n%s", stderr.String())
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"frobnicate"}, &stdout, &stderr); code != 2 {
+		t.Errorf("exit %d", code)
+	}
+	if lines := strings.Count(stderr.String(), "\n"); lines != 1 || !strings.Contains(stderr.String(), "petrel help") {
+		t.Errorf("error should be one line saying what to do: %q", stderr.String())
+	}
+}
