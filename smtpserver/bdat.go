@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -139,10 +140,18 @@ func (c *conn) handleBDAT(ctx context.Context, arg string) error {
 		pr, pw := io.Pipe()
 		b := &bdatState{pw: pw, done: make(chan error, 1)}
 		sess := c.sess
+		log := c.log
 		go func() {
-			err := sess.Data(ctx, pr)
-			pr.CloseWithError(errBDATAborted)
-			b.done <- err
+			var err error
+			defer func() {
+				if v := recover(); v != nil {
+					log.Error("panic in Session.Data", "panic", v, "stack", string(debug.Stack()))
+					err = errors.New("smtpserver: panic in Session.Data")
+				}
+				pr.CloseWithError(errBDATAborted)
+				b.done <- err
+			}()
+			err = sess.Data(ctx, pr)
 		}()
 		c.bdat = b
 	}

@@ -42,21 +42,20 @@ type conn struct {
 	public Conn
 	start  time.Time
 
-	dataMode  bool // reads refresh the DataTimeout deadline
-	tlsState  *tls.ConnectionState
-	helo      string
-	esmtp     bool
-	sess      Session
-	tx        *transaction
-	bdat      *bdatState
-	errCount  int
-	msgCount  int
-	closeWhy  string
-	shutdown  atomic.Bool
-	idle      atomic.Bool
-	replyBuf  []byte
-	dataRd    wire.DataReader
-	hsStarted bool
+	dataMode bool // reads refresh the DataTimeout deadline
+	tlsState *tls.ConnectionState
+	helo     string
+	esmtp    bool
+	sess     Session
+	tx       *transaction
+	bdat     *bdatState
+	errCount int
+	msgCount int
+	closeWhy string
+	shutdown atomic.Bool
+	idle     atomic.Bool
+	replyBuf []byte
+	dataRd   wire.DataReader
 }
 
 type transaction struct {
@@ -116,7 +115,7 @@ func (c *conn) serve(ctx context.Context) {
 				c.log.Warn("session close", "err", err)
 			}
 		}
-		if tc, ok := c.nc.(*tls.Conn); ok && c.hsStarted {
+		if tc, ok := c.nc.(*tls.Conn); ok {
 			_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
 			_ = tc.Close() // close_notify, RFC 8314 §3.4
 		} else {

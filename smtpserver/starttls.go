@@ -76,19 +76,20 @@ func (c *conn) handleSTARTTLS(ctx context.Context, arg string) error {
 // further plaintext. The handshake semaphore is held by the caller for
 // STARTTLS and taken here for implicit TLS.
 func (c *conn) handshake(ctx context.Context, cfg *tls.Config, implicit bool) bool {
+	hctx, cancel := context.WithTimeout(ctx, c.s.opts.HandshakeTimeout)
+	defer cancel()
 	if implicit {
 		select {
 		case c.s.hsSem <- struct{}{}:
-		case <-ctx.Done():
+		case <-hctx.Done():
+			c.log.Warn("TLS handshake not started: too many concurrent handshakes", "implicit", implicit)
+			c.closeWhy = "TLS handshake limit"
 			return false
 		}
 	}
 	defer func() { <-c.s.hsSem }()
 	tc := tls.Server(c.raw, cfg)
-	hctx, cancel := context.WithTimeout(ctx, c.s.opts.HandshakeTimeout)
-	defer cancel()
 	_ = c.raw.SetDeadline(time.Now().Add(c.s.opts.HandshakeTimeout))
-	c.hsStarted = true
 	err := tc.HandshakeContext(hctx)
 	_ = c.raw.SetDeadline(time.Time{})
 	if err != nil {
@@ -98,7 +99,6 @@ func (c *conn) handshake(ctx context.Context, cfg *tls.Config, implicit bool) bo
 		}
 		c.log.Warn("TLS handshake failed", "err", reason, "implicit", implicit)
 		c.closeWhy = "TLS handshake failed"
-		c.hsStarted = false
 		return false
 	}
 	st := tc.ConnectionState()
