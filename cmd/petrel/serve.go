@@ -156,6 +156,12 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	tlsConfig := store.TLSConfig()
 	limiter := smtpserver.NewConnLimiter(cfg.Limits.MaxConnections, cfg.Limits.MaxConnectionsPerIP)
 
+	// SIGHUP reloads the certificate; registered before any listener
+	// is announced, so a reload request is never fatal.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	type listener struct {
 		name, addr  string
 		requireTLS  bool
@@ -221,9 +227,6 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 		fmt.Fprintf(stdout, "petrel: try: swaks --server %s --tls --to you@%s --from me@example.org\n", cfg.Listeners.MX, cfg.Domains[0])
 	}
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	var runErr error
 loop:
 	for {

@@ -14,8 +14,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/petrel-mta/petrel/internal/certs"
 )
 
 // syncBuffer is a bytes.Buffer safe for the daemon's logger and the test.
@@ -261,4 +264,70 @@ func TestUnknownCommand(t *testing.T) {
 	if lines := strings.Count(stderr.String(), "\n"); lines != 1 || !strings.Contains(stderr.String(), "petrel help") {
 		t.Errorf("error should be one line saying what to do: %q", stderr.String())
 	}
+}
+
+// TestServeSIGHUPReloadsCertificate: SIGHUP makes the daemon serve the
+// certificate now in the files, without a restart; a broken file keeps the
+// current one.
+func TestServeSIGHUPReloadsCertificate(t *testing.T) {
+	dir := t.TempDir()
+	addrs, stderr, _ := daemon(t, loopbackArgs(dir)...)
+	served := func() []byte {
+		t.Helper()
+		conn, err := tls.Dial("tcp", addrs["submissions"], &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Raw
+	}
+	before := served()
+
+	// New files: generate into another directory and copy over.
+	other := t.TempDir()
+	newCert, newKey, _, err := certsEnsure(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for src, dst := range map[string]string{newCert: "cert.pem", newKey: "key.pem"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "tls", dst), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for bytes.Equal(served(), before) {
+		if time.Now().After(deadline) {
+			t.Fatalf("certificate not reloaded after SIGHUP; stderr:\n%s", stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	after := served()
+
+	// A broken certificate file: the reload fails, the current one stays.
+	if err := os.WriteFile(filepath.Join(dir, "tls", "cert.pem"), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(stderr.String(), "certificate reload failed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload failure logged; stderr:\n%s", stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !bytes.Equal(served(), after) {
+		t.Error("a failed reload changed the served certificate")
+	}
+}
+
+func certsEnsure(dir string) (string, string, bool, error) {
+	return certs.EnsureSelfSigned(dir, []string{"mx.test"}, time.Now())
 }
