@@ -164,12 +164,24 @@ func setDefault[T int | int64 | time.Duration](p *T, v T) {
 }
 
 // hardenTLS returns a copy of cfg with TLS 1.2 as the floor (RFC 8996, RFC
-// 8997), renegotiation off, and the hybrid post-quantum group first when the
-// caller left the groups unset.
+// 8997), renegotiation off, and, where the caller left them unset, only
+// ECDHE AEAD suites for TLS 1.2 and the hybrid post-quantum group first.
 func hardenTLS(cfg *tls.Config) *tls.Config {
 	c := cfg.Clone()
 	if c.MinVersion < tls.VersionTLS12 {
 		c.MinVersion = tls.VersionTLS12
+	}
+	if len(c.CipherSuites) == 0 {
+		// TLS 1.2: forward secrecy and AEAD only (RFC 9325 §4.2,
+		// requirement S-TLS-29). TLS 1.3 suites are not configurable.
+		c.CipherSuites = []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		}
 	}
 	if len(c.CurvePreferences) == 0 {
 		c.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
