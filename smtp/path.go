@@ -202,7 +202,7 @@ func parseMailbox(s string, allowUTF8 bool) (Path, error) {
 			return Path{}, ErrPathSyntax
 		}
 		rest = rest[1:]
-		if len(s)-len(rest)-1 > MaxLocalPartLen+2 {
+		if len(s)-len(rest)-1 > MaxLocalPartLen { // the quotes count (§4.5.3.1.1)
 			return Path{}, ErrPathTooLong
 		}
 	} else {

@@ -70,7 +70,7 @@ func (c *conn) discardChunk(arg string, reply error) error {
 // copyChunk copies size octets of chunk data to w, refreshing the data
 // deadline as it reads.
 func (c *conn) copyChunk(w io.Writer, size int64) error {
-	c.dataMode = true
+	c.startData(c.bdat == nil || c.bdat.size == 0)
 	defer func() { c.dataMode = false }()
 	_, err := io.CopyN(w, c.r, size)
 	if errors.Is(err, io.EOF) {

@@ -42,20 +42,23 @@ type conn struct {
 	public Conn
 	start  time.Time
 
-	dataMode bool // reads refresh the DataTimeout deadline
-	tlsState *tls.ConnectionState
-	helo     string
-	esmtp    bool
-	sess     Session
-	tx       *transaction
-	bdat     *bdatState
-	errCount int
-	msgCount int
-	closeWhy string
-	shutdown atomic.Bool
-	idle     atomic.Bool
-	replyBuf []byte
-	dataRd   wire.DataReader
+	dataMode  bool // reads refresh the DataTimeout deadline
+	dataStart time.Time
+	dataRead  int64
+	tlsState  *tls.ConnectionState
+	helo      string
+	esmtp     bool
+	sess      Session
+	tx        *transaction
+	bdat      *bdatState
+	errCount  int
+	junk      int // junk commands since the last accepted message
+	msgCount  int
+	closeWhy  string
+	shutdown  atomic.Bool
+	idle      atomic.Bool
+	replyBuf  []byte
+	dataRd    wire.DataReader
 }
 
 type transaction struct {
@@ -69,10 +72,31 @@ type transaction struct {
 type netReader struct{ c *conn }
 
 func (r netReader) Read(p []byte) (int, error) {
-	if r.c.dataMode {
-		_ = r.c.raw.SetReadDeadline(time.Now().Add(r.c.s.opts.DataTimeout))
+	c := r.c
+	if !c.dataMode {
+		return c.nc.Read(p)
 	}
-	return r.c.nc.Read(p)
+	// Each read within DataTimeout, and the whole message at no less than
+	// MinDataRate (Postfix's smtpd_min_data_rate): a client dripping
+	// data cannot hold the connection for ever.
+	deadline := time.Now().Add(c.s.opts.DataTimeout)
+	budget := c.dataStart.Add(c.s.opts.DataTimeout + time.Duration(c.dataRead/c.s.opts.MinDataRate)*time.Second)
+	if budget.Before(deadline) {
+		deadline = budget
+	}
+	_ = c.raw.SetReadDeadline(deadline)
+	n, err := c.nc.Read(p)
+	c.dataRead += int64(n)
+	return n, err
+}
+
+// startData enters data mode for DATA or a BDAT chunk.
+func (c *conn) startData(first bool) {
+	c.dataMode = true
+	if first {
+		c.dataStart = time.Now()
+		c.dataRead = int64(c.r.Buffered())
+	}
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -96,7 +120,17 @@ var (
 	errShuttingDown = &smtp.Error{Code: smtp.C421ServiceUnavailable, Enhanced: smtp.E432NotAccepting, Message: "Service shutting down, try again later"}
 	errTimeout      = &smtp.Error{Code: smtp.C421ServiceUnavailable, Enhanced: smtp.EnhancedCode{Class: 4, Subject: 4, Detail: 2}, Message: "Timeout, closing connection"}
 	errTooManyErrs  = &smtp.Error{Code: smtp.C421ServiceUnavailable, Enhanced: smtp.E470Security, Message: "Too many errors, closing connection"}
+	errUnrecognized = &smtp.Error{Code: smtp.C500SyntaxError, Enhanced: smtp.E551InvalidCommand, Message: "Command unrecognized"}
+	errLineTooLong  = &smtp.Error{Code: smtp.C500SyntaxError, Enhanced: smtp.E552SyntaxError, Message: "Line too long (RFC 5321 section 4.5.3.1.4)"}
+
+	errCmdBareNewline = &smtp.Error{Code: smtp.C500SyntaxError, Enhanced: smtp.E552SyntaxError, Message: "Command lines must end in CRLF (RFC 5321 section 2.3.8)"}
 )
+
+// junkCommands may be repeated junkLimit times between accepted messages
+// before each counts as an error (Postfix's smtpd_junk_command_limit).
+var junkCommands = map[string]bool{"NOOP": true, "RSET": true, "VRFY": true, "HELP": true, "ETRN": true}
+
+const junkLimit = 100
 
 func (c *conn) serve(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
@@ -116,8 +150,12 @@ func (c *conn) serve(ctx context.Context) {
 			}
 		}
 		if tc, ok := c.nc.(*tls.Conn); ok {
-			_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
-			_ = tc.Close() // close_notify, RFC 8314 §3.4
+			// close_notify (RFC 8314 §3.4), but a client that does not
+			// read cannot hold the connection: crypto/tls allows the
+			// write 5 s, we allow 1 s.
+			t := time.AfterFunc(time.Second, func() { _ = c.raw.Close() })
+			_ = tc.Close()
+			t.Stop()
 		} else {
 			_ = c.raw.Close()
 		}
@@ -185,37 +223,55 @@ func (c *conn) newSession(ctx context.Context) error {
 // command reads and runs one command. A non-nil result ends the connection.
 func (c *conn) command(ctx context.Context) error {
 	line, err := c.readCommand()
+	var lineErr *smtp.Error
 	switch {
 	case err == nil:
 	case errors.Is(err, wire.ErrLineTooLong):
-		return c.replyErr(ctx, "", smtp.Errorf(smtp.C500SyntaxError, smtp.E552SyntaxError, "Line too long (RFC 5321 section 4.5.3.1.4)"))
+		lineErr = errLineTooLong
 	case errors.Is(err, wire.ErrBareLF), errors.Is(err, wire.ErrBareCR):
-		return c.replyErr(ctx, "", smtp.Errorf(smtp.C500SyntaxError, smtp.E552SyntaxError, "Command lines must end in CRLF (RFC 5321 section 2.3.8)"))
+		lineErr = errCmdBareNewline
 	case errors.Is(err, errShuttingDown):
 		c.closeWhy = "shutdown"
 		return &closeReply{reply: errShuttingDown}
 	default:
 		return c.readFailed(err)
 	}
+	// With a refused line, line holds its start: enough for the verb.
 	verb, arg, ok := smtp.ParseCommand(line)
-	if !ok {
-		return c.replyErr(ctx, "", smtp.Errorf(smtp.C500SyntaxError, smtp.E551InvalidCommand, "Command unrecognized"))
-	}
-	if isHTTPVerb(verb) {
+	if ok && isHTTPVerb(verb) {
 		// Cross-protocol attack (ALPACA) or a lost web client: say nothing.
 		c.log.Warn("HTTP request on SMTP port; closing", "verb", verb)
 		c.closeWhy = "HTTP verb"
 		return errClose
 	}
-	if len(line)+2 > maxCommandLine && !(len(line)+2 <= maxParamLine && (verb == "MAIL" || verb == "RCPT")) {
+	if lineErr == nil && len(line)+2 > maxCommandLine && !(len(line)+2 <= maxParamLine && (verb == "MAIL" || verb == "RCPT")) {
+		lineErr = errLineTooLong
+	}
+	if lineErr != nil {
 		if verb == "BDAT" {
+			// The chunk size cannot be trusted: its octets would be
+			// read as commands.
 			return &closeReply{reply: errBadBDAT}
 		}
-		return c.replyErr(ctx, verb, smtp.Errorf(smtp.C500SyntaxError, smtp.E552SyntaxError, "Line too long (RFC 5321 section 4.5.3.1.4)"))
+		return c.replyErr(ctx, verb, lineErr)
+	}
+	if !ok {
+		return c.replyErr(ctx, "", errUnrecognized)
+	}
+	if junkCommands[verb] {
+		// Postfix's smtpd_junk_command_limit: a client that only
+		// idles with NOOP/RSET/VRFY cannot hold a connection forever.
+		if c.junk++; c.junk > junkLimit {
+			c.errCount++
+			if c.errCount >= c.s.opts.MaxErrors {
+				c.closeWhy = "too many junk commands"
+				return &closeReply{reply: errTooManyErrs}
+			}
+		}
 	}
 	h, known := handlers[verb]
 	if !known {
-		return c.replyErr(ctx, verb, smtp.Errorf(smtp.C500SyntaxError, smtp.E551InvalidCommand, "Command unrecognized"))
+		return c.replyErr(ctx, verb, errUnrecognized)
 	}
 	if c.bdat != nil && h.endsBDAT {
 		c.abortBDAT()
@@ -381,7 +437,7 @@ type handler struct {
 var handlers = map[string]handler{
 	"EHLO":     {fn: (*conn).handleEHLO, beforeTLS: true, endsBDAT: true},
 	"HELO":     {fn: (*conn).handleHELO, beforeTLS: true, endsBDAT: true},
-	"STARTTLS": {fn: (*conn).handleSTARTTLS, beforeTLS: true},
+	"STARTTLS": {fn: (*conn).handleSTARTTLS, beforeTLS: true, endsBDAT: true},
 	"NOOP":     {fn: (*conn).handleNOOP, beforeTLS: true},
 	"RSET":     {fn: (*conn).handleRSET, beforeTLS: true, endsBDAT: true},
 	"QUIT":     {fn: (*conn).handleQUIT, beforeTLS: true, endsBDAT: true},

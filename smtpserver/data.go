@@ -44,7 +44,7 @@ func (c *conn) handleDATA(ctx context.Context, arg string) error {
 	if err := c.flush(); err != nil {
 		return c.readFailed(err)
 	}
-	c.dataMode = true
+	c.startData(true)
 	dr := &c.dataRd
 	dr.Reset(c.r, c.s.opts.MaxMessageBytes)
 	derr := c.sess.Data(ctx, dr)
@@ -72,11 +72,13 @@ func (c *conn) endTransaction(ctx context.Context, perr, derr error, size int64)
 		var se *smtp.Error
 		if errors.As(derr, &se) && se.Code/100 == 2 {
 			c.msgCount++
+			c.junk = 0
 			return c.ok(se.Code, se.Enhanced, se.Message)
 		}
 		return derr
 	}
 	c.msgCount++
+	c.junk = 0
 	c.writeReply(errAccepted)
 	return nil
 }

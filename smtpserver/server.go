@@ -27,6 +27,7 @@ const (
 	DefaultCommandTimeout   = 5 * time.Minute // RFC 5321 §4.5.3.2.7
 	DefaultDataTimeout      = 3 * time.Minute // RFC 5321 §4.5.3.2.5
 	DefaultHandshakeTimeout = 30 * time.Second
+	DefaultMinDataRate      = 500 // octets/s, as Postfix's smtpd_min_data_rate
 )
 
 // Options configure a Server. Backend is required; zero values take the
@@ -78,6 +79,9 @@ type Options struct {
 	// 5321 §4.5.3.2.7: at least 5 minutes). DataTimeout bounds each read
 	// of message data. HandshakeTimeout bounds the TLS handshake.
 	CommandTimeout, DataTimeout, HandshakeTimeout time.Duration
+	// MinDataRate, in octets per second, bounds the whole of a message
+	// transfer: DataTimeout plus one second per MinDataRate octets.
+	MinDataRate int64
 
 	// Now returns the time for Received headers; nil is time.Now.
 	Now func() time.Time
@@ -127,6 +131,7 @@ func New(opts Options) (*Server, error) {
 	setDefault(&opts.CommandTimeout, DefaultCommandTimeout)
 	setDefault(&opts.DataTimeout, DefaultDataTimeout)
 	setDefault(&opts.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDefault(&opts.MinDataRate, DefaultMinDataRate)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}

@@ -27,21 +27,23 @@ var (
 // ReadLine reads one line ending in CRLF of at most max octets (CRLF
 // included) and returns it without the CRLF. A longer line is read through
 // its end and ErrLineTooLong is returned; a line ending in a bare LF, or with
-// a CR not followed by LF, is read and ErrBareLF or ErrBareCR is returned. Any
+// a CR not followed by LF, is read and ErrBareLF or ErrBareCR is returned.
+// With these three errors the result holds the start of the line (at most
+// PrefixLen octets), so the caller can still see which command it was. Any
 // other error is the reader's (io.EOF before any byte, io.ErrUnexpectedEOF
 // in the middle of a line).
 func ReadLine(r *bufio.Reader, max int) (string, error) {
 	seg, err := r.ReadSlice('\n')
 	if err == nil {
 		if len(seg) > max {
-			return "", ErrLineTooLong
+			return prefix(seg), ErrLineTooLong
 		}
 		n := len(seg)
 		if n < 2 || seg[n-2] != '\r' {
-			return "", ErrBareLF
+			return prefix(seg[:n-1]), ErrBareLF
 		}
 		if bytes.IndexByte(seg[:n-2], '\r') >= 0 {
-			return "", ErrBareCR
+			return prefix(seg[:n-2]), ErrBareCR
 		}
 		return string(seg[:n-2]), nil
 	}
@@ -51,12 +53,13 @@ func ReadLine(r *bufio.Reader, max int) (string, error) {
 		}
 		return "", err
 	}
-	// Longer than the buffer: consume through the LF, keep nothing.
+	// Longer than the buffer: consume through the LF, keep the start.
+	start := prefix(seg)
 	for {
 		_, err = r.ReadSlice('\n')
 		switch err {
 		case nil:
-			return "", ErrLineTooLong
+			return start, ErrLineTooLong
 		case bufio.ErrBufferFull:
 			continue
 		case io.EOF:
@@ -65,6 +68,17 @@ func ReadLine(r *bufio.Reader, max int) (string, error) {
 			return "", err
 		}
 	}
+}
+
+// PrefixLen bounds the start of a refused line that ReadLine returns.
+const PrefixLen = 32
+
+func prefix(b []byte) string {
+	b = b[:min(len(b), PrefixLen)]
+	if i := bytes.IndexAny(b, "\r\n"); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
 }
 
 // Replies for refused message data.
