@@ -27,8 +27,12 @@ type BackendFunc func(ctx context.Context, c *Conn) (Session, error)
 func (f BackendFunc) NewSession(ctx context.Context, c *Conn) (Session, error) { return f(ctx, c) }
 
 // Session is one SMTP session on one connection (or its TLS part). Its
-// methods are called from the connection's goroutine, one at a time, so a
-// Session needs no locking of its own, and may call the methods of its Conn.
+// methods are called one at a time, so a Session needs no locking of its
+// own, and may call the methods of its Conn. They run on the connection's
+// goroutine, except Data for a BDAT transfer, which runs on a goroutine of
+// its own while the connection reads the chunks; during it the connection
+// answers only commands that change no state the Conn reports (NOOP, HELP,
+// VRFY, refusals), and waits for Data to return before any other.
 //
 // A method that refuses returns an *smtp.Error, which becomes the reply
 // exactly. Any other error is logged with the connection ID and answered with

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/petrel-mta/petrel/internal/wire"
 	"github.com/petrel-mta/petrel/smtp"
@@ -72,6 +74,11 @@ func (c *conn) discardChunk(arg string, reply error) error {
 func (c *conn) copyChunk(w io.Writer, size int64) error {
 	c.startData(c.bdat == nil || c.bdat.size == 0)
 	defer func() { c.dataMode = false }()
+	// A chunk already buffered with its BDAT line never reaches the
+	// deadline that netReader sets, so check the budget here too.
+	if time.Now().After(c.dataBudget()) {
+		return os.ErrDeadlineExceeded
+	}
 	_, err := io.CopyN(w, c.r, size)
 	if errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF

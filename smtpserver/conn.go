@@ -80,14 +80,19 @@ func (r netReader) Read(p []byte) (int, error) {
 	// MinDataRate (Postfix's smtpd_min_data_rate): a client dripping
 	// data cannot hold the connection for ever.
 	deadline := time.Now().Add(c.s.opts.DataTimeout)
-	budget := c.dataStart.Add(c.s.opts.DataTimeout + time.Duration(c.dataRead/c.s.opts.MinDataRate)*time.Second)
-	if budget.Before(deadline) {
+	if budget := c.dataBudget(); budget.Before(deadline) {
 		deadline = budget
 	}
 	_ = c.raw.SetReadDeadline(deadline)
 	n, err := c.nc.Read(p)
 	c.dataRead += int64(n)
 	return n, err
+}
+
+// dataBudget is when the message transfer must be over: DataTimeout plus
+// one second per MinDataRate octets received.
+func (c *conn) dataBudget() time.Time {
+	return c.dataStart.Add(c.s.opts.DataTimeout + time.Duration(c.dataRead/c.s.opts.MinDataRate)*time.Second)
 }
 
 // startData enters data mode for DATA or a BDAT chunk.
@@ -128,7 +133,9 @@ var (
 
 // junkCommands may be repeated junkLimit times between accepted messages
 // before each counts as an error (Postfix's smtpd_junk_command_limit).
-var junkCommands = map[string]bool{"NOOP": true, "RSET": true, "VRFY": true, "HELP": true, "ETRN": true}
+// EHLO and HELO count too: repeating them resets the transaction and makes
+// no progress.
+var junkCommands = map[string]bool{"NOOP": true, "RSET": true, "VRFY": true, "HELP": true, "ETRN": true, "EHLO": true, "HELO": true}
 
 const junkLimit = 100
 
@@ -258,7 +265,7 @@ func (c *conn) command(ctx context.Context) error {
 	if !ok {
 		return c.replyErr(ctx, "", errUnrecognized)
 	}
-	if junkCommands[verb] {
+	if junkCommands[verb] || (verb == "BDAT" && isEmptyChunk(arg)) {
 		// Postfix's smtpd_junk_command_limit: a client that only
 		// idles with NOOP/RSET/VRFY cannot hold a connection forever.
 		if c.junk++; c.junk > junkLimit {
@@ -419,6 +426,13 @@ func (c *conn) resetSession(ctx context.Context) error {
 	return c.newSession(ctx)
 }
 
+// isEmptyChunk reports a "BDAT 0" that is not the last chunk: it moves
+// nothing, so it counts as a junk command.
+func isEmptyChunk(arg string) bool {
+	n, last, ok := parseBDAT(arg)
+	return ok && n == 0 && !last
+}
+
 func isHTTPVerb(v string) bool {
 	switch v {
 	case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "PRI":
@@ -437,7 +451,7 @@ type handler struct {
 var handlers = map[string]handler{
 	"EHLO":     {fn: (*conn).handleEHLO, beforeTLS: true, endsBDAT: true},
 	"HELO":     {fn: (*conn).handleHELO, beforeTLS: true, endsBDAT: true},
-	"STARTTLS": {fn: (*conn).handleSTARTTLS, beforeTLS: true, endsBDAT: true},
+	"STARTTLS": {fn: (*conn).handleSTARTTLS, beforeTLS: true},
 	"NOOP":     {fn: (*conn).handleNOOP, beforeTLS: true},
 	"RSET":     {fn: (*conn).handleRSET, beforeTLS: true, endsBDAT: true},
 	"QUIT":     {fn: (*conn).handleQUIT, beforeTLS: true, endsBDAT: true},

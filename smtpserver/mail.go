@@ -58,6 +58,9 @@ func (c *conn) handleMAIL(ctx context.Context, arg string) error {
 		case "SIZE":
 			n, ok := smtp.ParseSize(p.Value)
 			if !ok {
+				if isDigits(p.Value) && len(p.Value) <= 20 {
+					return errSizeTooBig // 20 digits, beyond int64
+				}
 				return smtp.Errorf(smtp.C501ArgSyntaxError, smtp.E554InvalidArgs, "Syntax: SIZE=number")
 			}
 			if n > c.s.opts.MaxMessageBytes {
@@ -124,6 +127,15 @@ func (c *conn) handleRCPT(ctx context.Context, arg string) error {
 	}
 	c.tx.rcpts = append(c.tx.rcpts, to)
 	return c.ok(smtp.C250OK, smtp.E215DestValid, "Recipient OK")
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // sanitize bounds client text echoed in a reply.

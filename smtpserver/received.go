@@ -10,14 +10,15 @@ import (
 // Received returns the trace header field the server adds at the top of
 // the message (RFC 5321 §4.4), ending in CRLF and folded:
 //
-//	Received: from client.example (client.example [192.0.2.1])
+//	Received: from client.example ([192.0.2.1])
 //		by mx.example (Petrel) with ESMTPS id 0a1b2c3d
 //		(TLSv1.3 TLS_AES_128_GCM_SHA256 X25519MLKEM768)
 //		for <rcpt@example.org>
 //		tls TLS_AES_128_GCM_SHA256;
 //		Sat, 28 Nov 2026 13:00:00 +0000
 //
-// The with clause is the RFC 3848 protocol type: SMTP, ESMTP, ESMTPS or
+// The from clause is the client's EHLO name and its address literal (no
+// reverse DNS lookup is made). The with clause is the RFC 3848 protocol type: SMTP, ESMTP, ESMTPS or
 // ESMTPSA (TLS plus authentication; auth reports whether the client
 // authenticated), and UTF8SMTP* when SMTPUTF8 was used (RFC 6531 §3.7.3).
 // The tls clause is RFC 8314 §4.3's, with the cipher suite; the comment

@@ -23,6 +23,11 @@ func (c *conn) tlsOffered() bool {
 
 // handleSTARTTLS implements RFC 3207 §4 and §4.2.
 func (c *conn) handleSTARTTLS(ctx context.Context, arg string) error {
+	if c.bdat != nil {
+		// The handshake must not run beside BDAT's Data goroutine; and
+		// a refused STARTTLS must not lose acknowledged chunks.
+		return errBDATInProgress
+	}
 	if c.tlsState != nil {
 		return errTLSActive // §4.2: a TLS session is already active
 	}

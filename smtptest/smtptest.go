@@ -184,6 +184,7 @@ type Server struct {
 	*smtpserver.Server
 	Addr string
 	done chan error
+	once sync.Once
 }
 
 // NewServer starts srv on 127.0.0.1 on a free port. Close it with Close.
@@ -201,9 +202,13 @@ func NewServer(opts smtpserver.Options) (*Server, error) {
 	return s, nil
 }
 
-// Close closes the server and waits for Serve to return.
+// Close closes the server and waits for Serve to return. Calling it again
+// does nothing.
 func (s *Server) Close() error {
-	err := s.Server.Close()
-	<-s.done
+	var err error
+	s.once.Do(func() {
+		err = s.Server.Close()
+		<-s.done
+	})
 	return err
 }
