@@ -3,6 +3,7 @@ package smtp
 import (
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Param is one ESMTP parameter of MAIL or RCPT (RFC 5321 §4.1.2):
@@ -61,7 +62,7 @@ func isESMTPKeyword(s string) bool {
 }
 
 func isESMTPValue(s string, allowUTF8 bool) bool {
-	if s == "" {
+	if s == "" || (allowUTF8 && !utf8.ValidString(s)) {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -140,15 +140,21 @@ func parsePath(s string, allowUTF8, forward bool) (Path, string, error) {
 }
 
 // pathEnd finds the '>' that closes the path starting at s[0] == '<',
-// skipping a quoted local part (which may contain '>').
+// skipping a quoted local part and an address literal (either may contain
+// '>').
 func pathEnd(s string) int {
-	inQuote := false
+	inQuote, inLiteral := false, false
 	for i := 1; i < len(s); i++ {
 		switch c := s[i]; {
+		case inLiteral:
+			// dcontent may hold '>' and '"' but never ']' (§4.1.3).
+			inLiteral = c != ']'
 		case inQuote && c == '\\':
 			i++
 		case c == '"':
 			inQuote = !inQuote
+		case !inQuote && c == '[':
+			inLiteral = true
 		case !inQuote && c == '>':
 			return i
 		}

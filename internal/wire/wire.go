@@ -25,7 +25,8 @@ var (
 )
 
 // ReadLine reads one line ending in CRLF of at most max octets (CRLF
-// included) and returns it without the CRLF. A longer line is read through
+// included) and returns it without the CRLF. Lines longer than r's buffer
+// are always too long, so max should not exceed r.Size(). A longer line is read through
 // its end and ErrLineTooLong is returned; a line ending in a bare LF, or with
 // a CR not followed by LF, is read and ErrBareLF or ErrBareCR is returned.
 // With these three errors the result holds the start of the line (at most
