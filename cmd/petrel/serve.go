@@ -39,7 +39,7 @@ func serveConfig(args []string, stderr io.Writer) (config.Config, error) {
 		fs.PrintDefaults()
 	}
 	var (
-		cfgFile  = fs.String("config", "", "TOML configuration `file` (see docs/config.md); flags override it")
+		cfgFile  = fs.String("config", "", "TOML configuration `file` (every key: internal/config/example.toml); flags override it")
 		data     = fs.String("data", "", "data `dir`ectory (default ./petrel-data)")
 		domains  stringList
 		mx       = fs.String("mx", "", "MX listener `addr`ess, STARTTLS offered (empty string disables)")
