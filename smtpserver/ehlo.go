@@ -18,7 +18,9 @@ var errHeloSyntax = &smtp.Error{Code: smtp.C501ArgSyntaxError, Enhanced: smtp.E5
 // is. A name that does not resolve is never refused (§4.1.4).
 func validHello(s string) bool {
 	if smtp.IsAddressLiteral(s) {
-		return true
+		// General literals may hold characters that would change the
+		// meaning of the Received header (comments, the date's ";").
+		return !strings.ContainsAny(s, `()";<>\`)
 	}
 	if len(s) == 0 || len(s) > smtp.MaxDomainLen {
 		return false
