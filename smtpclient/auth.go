@@ -1,0 +1,96 @@
+package smtpclient
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/petrel-mta/petrel/smtp"
+)
+
+// ErrAuthNotTLS: credentials are never sent outside TLS (RFC 4954 §4, RFC
+// 8314 §5; requirement C-AUTH-01).
+var ErrAuthNotTLS = errors.New("smtpclient: refusing to send credentials without TLS")
+
+// ErrAuthNoMechanism: the server (in its EHLO inside TLS) offers neither
+// PLAIN nor LOGIN.
+var ErrAuthNoMechanism = errors.New("smtpclient: the server offers no supported AUTH mechanism (PLAIN, LOGIN)")
+
+// Auth authenticates with PLAIN (RFC 4616), or LOGIN when PLAIN is not
+// offered, using only the mechanisms listed in the EHLO reply received
+// inside TLS. It refuses to run on a plaintext connection unless
+// AllowInsecureAuth is set and the server is on a loopback address.
+func (c *Client) Auth(ctx context.Context, user, pass string) error {
+	if c.tls == nil && !(c.opts.AllowInsecureAuth && isLoopback(c.raw.RemoteAddr())) {
+		return ErrAuthNotTLS
+	}
+	ok, mechs := c.Extension("AUTH")
+	if !ok {
+		return ErrAuthNoMechanism
+	}
+	has := func(m string) bool {
+		for f := range strings.FieldsSeq(mechs) {
+			if strings.EqualFold(f, m) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has("PLAIN"):
+		resp := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
+		c.trace("C:", "AUTH PLAIN [redacted]")
+		if err := c.writeRaw("AUTH PLAIN " + resp); err != nil {
+			return err
+		}
+		return c.authResult(ctx)
+	case has("LOGIN"):
+		rep, err := c.cmd(ctx, c.opts.Timeouts.Command, "AUTH LOGIN")
+		if err != nil {
+			return err
+		}
+		for _, secret := range []string{user, pass} {
+			if rep.code != smtp.C334AuthChallenge {
+				return rep.err("AUTH")
+			}
+			if err := c.writeSecret(base64.StdEncoding.EncodeToString([]byte(secret))); err != nil {
+				return err
+			}
+			if err := c.flush(); err != nil {
+				return err
+			}
+			if rep, err = c.readReply(c.opts.Timeouts.Command); err != nil {
+				return err
+			}
+		}
+		if rep.code != smtp.C235AuthOK {
+			return rep.err("AUTH")
+		}
+		return nil
+	}
+	return ErrAuthNoMechanism
+}
+
+func (c *Client) authResult(ctx context.Context) error {
+	if err := c.flush(); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.raw.SetReadDeadline(time.Now()) })
+	defer stop()
+	rep, err := c.readReply(c.opts.Timeouts.Command)
+	if err != nil {
+		return err
+	}
+	if rep.code != smtp.C235AuthOK {
+		return rep.err("AUTH")
+	}
+	return nil
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}

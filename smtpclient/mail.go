@@ -1,0 +1,336 @@
+package smtpclient
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/petrel-mta/petrel/smtp"
+)
+
+// Envelope is what SendMail sends a message with.
+type Envelope struct {
+	// From is the reverse-path mailbox; "" is the null path <>.
+	From string
+	// To are the recipients' mailboxes.
+	To []string
+	// DSN parameters (RFC 3461), sent only when the server offers DSN.
+	Ret    string   // "FULL" or "HDRS"
+	EnvID  string   // xtext-encoded by the caller
+	Notify []string // per message: NEVER, or SUCCESS/FAILURE/DELAY
+}
+
+// RcptResult is one recipient's outcome.
+type RcptResult struct {
+	To  string
+	Err error // nil when accepted; a *ReplyError when refused
+}
+
+// Result is the outcome of SendMail.
+type Result struct {
+	// Rcpts has one entry per envelope recipient, in order.
+	Rcpts []RcptResult
+	// Reply is the server's reply to the end of the message (its text
+	// often has the queue ID), empty when the message was not sent.
+	Reply string
+	// Accepted counts the recipients the message was delivered for.
+	Accepted int
+}
+
+// Errors found before anything is sent: the server lacks an extension the
+// message needs. They are permanent (5xx).
+var (
+	ErrNeedsSMTPUTF8 = &smtp.Error{Code: smtp.C553MailboxNameInvalid, Enhanced: smtp.E567NonASCIIAddr,
+		Message: "Non-ASCII address, and the server does not offer SMTPUTF8 (RFC 6531 section 3.2)"}
+	ErrNeeds8BitMIME = &smtp.Error{Code: smtp.C554TransactionFailed, Enhanced: smtp.EnhancedCode{Class: 5, Subject: 6, Detail: 3},
+		Message: "8-bit message, and the server does not offer 8BITMIME (RFC 6152); conversion not supported"}
+	ErrTooBig = &smtp.Error{Code: smtp.C552StorageExceeded, Enhanced: smtp.E534MsgTooBig,
+		Message: "Message larger than the server's SIZE limit (RFC 1870)"}
+)
+
+func formatPath(addr string, utf8 bool) (string, error) {
+	if addr == "" {
+		return "<>", nil
+	}
+	p, err := smtp.ParseMailbox(addr, utf8)
+	if err != nil {
+		return "", fmt.Errorf("smtpclient: bad address %q: %w", addr, err)
+	}
+	return p.Bracketed(), nil
+}
+
+func needsUTF8(env Envelope) bool {
+	for _, a := range append([]string{env.From}, env.To...) {
+		for i := 0; i < len(a); i++ {
+			if a[i] >= 0x80 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func has8Bit(msg []byte) bool {
+	for _, b := range msg {
+		if b >= 0x80 {
+			return true
+		}
+	}
+	return false
+}
+
+// SendMail sends one message in one transaction: MAIL, RCPT for each
+// recipient, then DATA or BDAT, pipelined when the server offers
+// PIPELINING (RFC 2920). The message is a complete RFC 5322 message; bare CR
+// and LF in it are sent as CRLF (RFC 5321 §2.3.8), and it is dot-stuffed for
+// DATA, so no smuggling sequence can leave this client. It returns the
+// per-recipient results; err is non-nil when the message was not accepted
+// for any recipient. The connection can carry another message afterwards.
+func (c *Client) SendMail(ctx context.Context, env Envelope, msg []byte) (*Result, error) {
+	res := &Result{}
+	utf8 := needsUTF8(env)
+	if ok, _ := c.Extension("SMTPUTF8"); utf8 && !ok {
+		return res, &ReplyError{Command: "MAIL", Reply: ErrNeedsSMTPUTF8}
+	}
+	eight := has8Bit(msg)
+	if ok, _ := c.Extension("8BITMIME"); eight && !ok {
+		return res, &ReplyError{Command: "MAIL", Reply: ErrNeeds8BitMIME}
+	}
+	body := normalize(msg)
+	if max := c.maxSize(); max > 0 && int64(len(body)) > max {
+		return res, &ReplyError{Command: "MAIL", Reply: ErrTooBig}
+	}
+	from, err := formatPath(env.From, utf8)
+	if err != nil {
+		return res, err
+	}
+	dsn, _ := c.Extension("DSN")
+	var b strings.Builder
+	b.WriteString("MAIL FROM:" + from)
+	if ok, _ := c.Extension("SIZE"); ok {
+		b.WriteString(" SIZE=" + strconv.Itoa(len(body)))
+	}
+	if eight {
+		b.WriteString(" BODY=8BITMIME")
+	}
+	if utf8 {
+		b.WriteString(" SMTPUTF8")
+	}
+	if dsn && env.Ret != "" {
+		b.WriteString(" RET=" + env.Ret)
+	}
+	if dsn && env.EnvID != "" {
+		b.WriteString(" ENVID=" + env.EnvID)
+	}
+	cmds := []string{b.String()}
+	for _, to := range env.To {
+		p, err := formatPath(to, utf8)
+		if err != nil {
+			return res, err
+		}
+		line := "RCPT TO:" + p
+		if dsn && len(env.Notify) > 0 {
+			line += " NOTIFY=" + strings.Join(env.Notify, ",")
+		}
+		cmds = append(cmds, line)
+	}
+	chunking, _ := c.Extension("CHUNKING")
+	chunking = chunking && !c.opts.NoChunking
+	pipelining, _ := c.Extension("PIPELINING")
+	pipelining = pipelining && !c.opts.NoPipelining
+	if !chunking {
+		cmds = append(cmds, "DATA")
+	}
+
+	// Send the commands, as one group when pipelining, and read the
+	// replies in order (RFC 2920 §3.1: DATA ends the group).
+	replies := make([]reply, 0, len(cmds))
+	stop := context.AfterFunc(ctx, func() { _ = c.raw.SetDeadline(time.Now()) })
+	defer stop()
+	send := func(group []string) error {
+		for _, l := range group {
+			if err := c.writeLine(l); err != nil {
+				return err
+			}
+		}
+		if err := c.flush(); err != nil {
+			return err
+		}
+		for i := range group {
+			t := c.opts.Timeouts.Command
+			if group[i] == "DATA" {
+				t = c.opts.Timeouts.DataStart
+			}
+			rep, err := c.readReply(t)
+			if err != nil {
+				return err
+			}
+			replies = append(replies, rep)
+		}
+		return c.expectAlone()
+	}
+	if pipelining {
+		if err := send(cmds); err != nil {
+			return res, err
+		}
+	} else {
+		for i, l := range cmds {
+			if err := send([]string{l}); err != nil {
+				return res, err
+			}
+			if i == 0 && replies[0].code != smtp.C250OK {
+				break // MAIL refused: no RCPT
+			}
+		}
+	}
+	c.inTx = true
+	if replies[0].code != smtp.C250OK {
+		c.abort(ctx, replies, len(cmds))
+		return res, replies[0].err("MAIL")
+	}
+	for i, to := range env.To {
+		r := RcptResult{To: to}
+		if i+1 < len(replies) && replies[i+1].code != smtp.C250OK && replies[i+1].code != smtp.C251UserNotLocal {
+			r.Err = replies[i+1].err("RCPT")
+		}
+		if r.Err == nil {
+			res.Accepted++
+		}
+		res.Rcpts = append(res.Rcpts, r)
+	}
+	if res.Accepted == 0 {
+		c.abort(ctx, replies, len(cmds))
+		return res, firstRcptErr(res)
+	}
+	var final reply
+	if chunking {
+		final, err = c.bdat(body)
+	} else {
+		dataRep := replies[len(replies)-1]
+		if dataRep.code != smtp.C354StartData {
+			c.inTx = false
+			_ = c.Reset(ctx)
+			res.Accepted = 0
+			return res, dataRep.err("DATA")
+		}
+		final, err = c.data(body)
+	}
+	if err != nil {
+		res.Accepted = 0
+		return res, err
+	}
+	c.inTx = false
+	if final.code != smtp.C250OK {
+		res.Accepted = 0
+		return res, final.err("DATA")
+	}
+	res.Reply = final.text()
+	return res, nil
+}
+
+func firstRcptErr(res *Result) error {
+	for _, r := range res.Rcpts {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	return errors.New("smtpclient: no recipients")
+}
+
+// abort ends a transaction that cannot go on: when DATA was pipelined and
+// answered 354 anyway, it sends an empty message's end so the server
+// refuses it (RFC 2920 §3.2 (3)), then RSET.
+func (c *Client) abort(ctx context.Context, replies []reply, sent int) {
+	if len(replies) == sent && replies[len(replies)-1].code == smtp.C354StartData {
+		_, _ = c.w.WriteString(".\r\n")
+		if c.flush() == nil {
+			_, _ = c.readReply(c.opts.Timeouts.DataEnd)
+		}
+	}
+	c.inTx = false
+	_ = c.Reset(ctx)
+}
+
+// data sends the dot-stuffed message and its end, and reads the reply.
+func (c *Client) data(body []byte) (reply, error) {
+	if err := c.writeBody(stuff(body)); err != nil {
+		return reply{}, err
+	}
+	return c.readReply(c.opts.Timeouts.DataEnd)
+}
+
+// bdat sends the message as one BDAT LAST chunk (RFC 3030).
+func (c *Client) bdat(body []byte) (reply, error) {
+	if err := c.writeLine("BDAT " + strconv.Itoa(len(body)) + " LAST"); err != nil {
+		return reply{}, err
+	}
+	if err := c.writeBody(body); err != nil {
+		return reply{}, err
+	}
+	return c.readReply(c.opts.Timeouts.DataEnd)
+}
+
+func (c *Client) writeBody(p []byte) error {
+	for len(p) > 0 {
+		n := min(len(p), 64<<10)
+		_ = c.raw.SetWriteDeadline(time.Now().Add(c.opts.Timeouts.DataBlock))
+		if _, err := c.w.Write(p[:n]); err != nil {
+			return &NetError{Op: "write", Err: err}
+		}
+		p = p[n:]
+	}
+	_ = c.raw.SetWriteDeadline(time.Now().Add(c.opts.Timeouts.DataBlock))
+	if err := c.w.Flush(); err != nil {
+		return &NetError{Op: "write", Err: err}
+	}
+	return nil
+}
+
+// normalize returns msg with every line ending a CRLF: a bare LF becomes
+// CRLF, a bare CR becomes CRLF (RFC 5321 §2.3.8), and a final line without
+// an ending gets one.
+func normalize(msg []byte) []byte {
+	if !bytes.ContainsAny(msg, "\r\n") {
+		if len(msg) == 0 {
+			return msg
+		}
+		return append(append([]byte(nil), msg...), '\r', '\n')
+	}
+	out := make([]byte, 0, len(msg)+len(msg)/50+2)
+	for i := 0; i < len(msg); i++ {
+		switch b := msg[i]; b {
+		case '\r':
+			out = append(out, '\r', '\n')
+			if i+1 < len(msg) && msg[i+1] == '\n' {
+				i++
+			}
+		case '\n':
+			out = append(out, '\r', '\n')
+		default:
+			out = append(out, b)
+		}
+	}
+	if len(out) > 0 && out[len(out)-1] != '\n' {
+		out = append(out, '\r', '\n')
+	}
+	return out
+}
+
+// stuff dot-stuffs a normalized message (RFC 5321 §4.5.2) and appends the
+// end of data.
+func stuff(body []byte) []byte {
+	out := make([]byte, 0, len(body)+len(body)/100+5)
+	start := true
+	for _, b := range body {
+		if start && b == '.' {
+			out = append(out, '.')
+		}
+		out = append(out, b)
+		start = b == '\n'
+	}
+	return append(out, ".\r\n"...)
+}
