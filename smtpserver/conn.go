@@ -281,7 +281,10 @@ func (c *conn) command(ctx context.Context) error {
 		return c.replyErr(ctx, verb, errUnrecognized)
 	}
 	if c.bdat != nil && h.endsBDAT {
-		c.abortBDAT()
+		// The transfer and its transaction end together, even if the
+		// command is then refused: never a message without the chunks
+		// already acknowledged.
+		c.rset(ctx)
 	}
 	if c.s.opts.RequireTLS && c.tlsState == nil && !h.beforeTLS {
 		err := error(&smtp.Error{Code: smtp.C530AuthRequired, Enhanced: smtp.E570Security, Message: "Must issue a STARTTLS command first"})
@@ -364,7 +367,9 @@ func (c *conn) replyErr(ctx context.Context, verb string, err error) error {
 			Message: "Local error in processing, try again later (" + c.id + ")"}
 	}
 	c.writeReply(se)
-	if se.Code >= 400 {
+	// 452 4.5.3 (too many recipients) is flow control, not an error: the
+	// client sends the rest in another transaction (RFC 5321 §4.5.3.1.10).
+	if se.Code >= 400 && se != errTooManyRcpt {
 		c.errCount++
 		if c.errCount >= c.s.opts.MaxErrors {
 			c.closeWhy = "too many errors"

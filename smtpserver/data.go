@@ -72,13 +72,13 @@ func (c *conn) endTransaction(ctx context.Context, perr, derr error, size int64)
 		var se *smtp.Error
 		if errors.As(derr, &se) && se.Code/100 == 2 {
 			c.msgCount++
-			c.junk = 0
+			c.junk, c.errCount = 0, 0
 			return c.ok(se.Code, se.Enhanced, se.Message)
 		}
 		return derr
 	}
 	c.msgCount++
-	c.junk = 0
+	c.junk, c.errCount = 0, 0 // the limits count errors without delivering mail
 	c.writeReply(errAccepted)
 	return nil
 }

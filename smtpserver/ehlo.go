@@ -4,7 +4,8 @@ import (
 	"context"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 
 	"github.com/petrel-mta/petrel/smtp"
 )
@@ -12,41 +13,57 @@ import (
 var errHeloSyntax = &smtp.Error{Code: smtp.C501ArgSyntaxError, Enhanced: smtp.E554InvalidArgs,
 	Message: "Syntax: EHLO domain-or-address-literal"}
 
-// validHello accepts an RFC 5321 §4.1.1.1 Domain or address-literal, and,
-// as Postfix does, host names with underscores (common on Windows hosts). It
-// refuses anything else, so the name can be put in a Received header as it
-// is. A name that does not resolve is never refused (§4.1.4).
-func validHello(s string) bool {
+// hello checks an EHLO/HELO argument and returns the form to keep: an RFC
+// 5321 §4.1.1.1 Domain or address-literal, and, as Postfix does, host names
+// with underscores (common on Windows hosts). A domain with U-labels (RFC
+// 6531) is kept in its A-label (xn--) form, so the reply and the Received
+// header stay ASCII; anything that does not convert is refused, so no
+// control or bidirectional-override character gets through. A name that
+// does not resolve is never refused (§4.1.4).
+func hello(s string) (string, bool) {
 	if smtp.IsAddressLiteral(s) {
 		// General literals may hold characters that would change the
 		// meaning of the Received header (comments, the date's ";").
-		return !strings.ContainsAny(s, `()";<>\`)
+		return s, !strings.ContainsAny(s, `()";<>\`)
 	}
 	if len(s) == 0 || len(s) > smtp.MaxDomainLen {
-		return false
+		return "", false
 	}
+	ascii := true
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.', c == '_':
-		case c >= 0x80: // U-labels (RFC 6531 §3.7.1), checked below
+		case c >= 0x80:
+			ascii = false
 		default:
-			return false
+			return "", false
 		}
 	}
-	return s[0] != '.' && s[len(s)-1] != '.' && !strings.Contains(s, "..") && utf8.ValidString(s)
+	if !ascii {
+		a, err := idna.Lookup.ToASCII(s)
+		if err != nil || a == s {
+			return "", false
+		}
+		s = a
+	}
+	if s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") || len(s) > smtp.MaxDomainLen {
+		return "", false
+	}
+	return s, true
 }
 
 // handleEHLO: RFC 5321 §4.1.1.1, and §4.1.4: a later EHLO resets the state
 // "exactly as if a RSET command had been issued".
 func (c *conn) handleEHLO(ctx context.Context, arg string) error {
-	if !validHello(arg) {
+	name, ok := hello(arg)
+	if !ok {
 		return errHeloSyntax
 	}
 	c.rset(ctx)
-	c.helo, c.esmtp = arg, true
+	c.helo, c.esmtp = name, true
 	lines := make([]string, 0, 9)
 	lines = append(lines,
-		c.s.opts.Hostname+" greets "+arg,
+		c.s.opts.Hostname+" greets "+name,
 		"PIPELINING",
 		"SIZE "+strconv.FormatInt(c.s.opts.MaxMessageBytes, 10),
 		"8BITMIME",
@@ -63,11 +80,12 @@ func (c *conn) handleEHLO(ctx context.Context, arg string) error {
 }
 
 func (c *conn) handleHELO(ctx context.Context, arg string) error {
-	if !validHello(arg) {
+	name, ok := hello(arg)
+	if !ok {
 		return &smtp.Error{Code: smtp.C501ArgSyntaxError, Enhanced: smtp.E554InvalidArgs, Message: "Syntax: HELO domain"}
 	}
 	c.rset(ctx)
-	c.helo, c.esmtp = arg, false
+	c.helo, c.esmtp = name, false
 	c.writeReplyLines(smtp.C250OK, smtp.NoEnhancedCode, c.s.opts.Hostname)
 	return nil
 }

@@ -71,9 +71,12 @@ type Options struct {
 	// ConnLimiter, when set, is shared with other Servers so that the
 	// connection bounds hold across listeners.
 	ConnLimiter *ConnLimiter
-	// MaxHandshakes bounds concurrent TLS handshakes; STARTTLS over the
-	// bound gets 454 4.7.0.
-	MaxHandshakes int
+	// MaxHandshakes bounds TLS handshakes doing cryptographic work at
+	// once, and MaxHandshakesPerIP the handshakes in progress from one
+	// peer (an IPv4 address or IPv6 /64). Over a bound a handshake waits
+	// (within HandshakeTimeout); it is never refused with 454, which would
+	// push opportunistic senders to plaintext.
+	MaxHandshakes, MaxHandshakesPerIP int
 
 	// CommandTimeout bounds the wait for each whole command line (RFC
 	// 5321 §4.5.3.2.7: at least 5 minutes). DataTimeout bounds each read
@@ -94,7 +97,7 @@ var ErrServerClosed = errors.New("smtpserver: server closed")
 type Server struct {
 	opts    Options
 	log     *slog.Logger
-	hsSem   chan struct{}
+	hs      *handshakeLimiter
 	idBase  string
 	idSeq   atomic.Uint64
 	closing atomic.Bool
@@ -128,6 +131,7 @@ func New(opts Options) (*Server, error) {
 	setDefault(&opts.MaxRecipients, DefaultMaxRecipients)
 	setDefault(&opts.MaxErrors, DefaultMaxErrors)
 	setDefault(&opts.MaxHandshakes, DefaultMaxHandshakes)
+	setDefault(&opts.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)
 	setDefault(&opts.CommandTimeout, DefaultCommandTimeout)
 	setDefault(&opts.DataTimeout, DefaultDataTimeout)
 	setDefault(&opts.HandshakeTimeout, DefaultHandshakeTimeout)
@@ -155,7 +159,7 @@ func New(opts Options) (*Server, error) {
 		opts:      opts,
 		limiter:   limiter,
 		log:       log,
-		hsSem:     make(chan struct{}, opts.MaxHandshakes),
+		hs:        newHandshakeLimiter(opts.MaxHandshakes, opts.MaxHandshakesPerIP),
 		idBase:    hex.EncodeToString(rnd[:]),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),

@@ -47,25 +47,17 @@ func (c *conn) handleSTARTTLS(ctx context.Context, arg string) error {
 		}
 		cfg = hardenTLS(cfg)
 	}
-	select {
-	case c.s.hsSem <- struct{}{}:
-	default:
-		c.log.Warn("STARTTLS: too many concurrent handshakes")
-		return errTLSUnavailable
-	}
 	c.writeReplyLines(smtp.C220ServiceReady, smtp.E200Undefined, "Ready to start TLS")
 	err := c.flush()
 	if err == nil && c.r.Buffered() > 0 {
 		// Plaintext sent after STARTTLS and before the handshake: the
 		// CVE-2011-0411 command injection. Never execute it.
-		<-c.s.hsSem
 		c.log.Warn("STARTTLS: plaintext pipelined after STARTTLS (command injection attempt); closing",
 			"octets", c.r.Buffered())
 		c.closeWhy = "plaintext after STARTTLS"
 		return errClose
 	}
 	if err != nil {
-		<-c.s.hsSem
 		return c.readFailed(err)
 	}
 	if !c.handshake(ctx, cfg, false) {
@@ -78,21 +70,38 @@ func (c *conn) handleSTARTTLS(ctx context.Context, arg string) error {
 // handshake runs the TLS server handshake on the connection within
 // HandshakeTimeout and switches the reader and writer to TLS. On failure it
 // logs and returns false: the connection is then closed without any
-// further plaintext. The handshake semaphore is held by the caller for
-// STARTTLS and taken here for implicit TLS.
+// further plaintext. Concurrent handshakes are bounded per peer and in
+// total (handshakeLimiter); over a bound the handshake waits.
 func (c *conn) handshake(ctx context.Context, cfg *tls.Config, implicit bool) bool {
 	hctx, cancel := context.WithTimeout(ctx, c.s.opts.HandshakeTimeout)
 	defer cancel()
-	if implicit {
-		select {
-		case c.s.hsSem <- struct{}{}:
-		case <-hctx.Done():
-			c.log.Warn("TLS handshake not started: too many concurrent handshakes", "implicit", implicit)
-			c.closeWhy = "TLS handshake limit"
-			return false
-		}
+	release, ok := c.s.hs.acquirePeer(hctx, peerIP(c.raw.RemoteAddr()))
+	if !ok {
+		c.log.Warn("TLS handshake not started: this peer has too many handshakes in progress", "implicit", implicit)
+		c.closeWhy = "TLS handshake limit"
+		return false
 	}
-	defer func() { <-c.s.hsSem }()
+	defer release()
+	// The global slot is taken when the ClientHello has arrived, so a peer
+	// that sends nothing holds none.
+	cfg = cfg.Clone()
+	inner := cfg.GetConfigForClient
+	haveSlot := false
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if !c.s.hs.acquireCrypto(hctx) {
+			return nil, errors.New("too many concurrent TLS handshakes")
+		}
+		haveSlot = true
+		if inner != nil {
+			return inner(hello)
+		}
+		return nil, nil
+	}
+	defer func() {
+		if haveSlot {
+			c.s.hs.releaseCrypto()
+		}
+	}()
 	tc := tls.Server(c.raw, cfg)
 	_ = c.raw.SetDeadline(time.Now().Add(c.s.opts.HandshakeTimeout))
 	err := tc.HandshakeContext(hctx)

@@ -27,6 +27,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -48,6 +49,8 @@ type Store struct {
 	host    string // sanitized host name for unique file names
 	pid     int
 	counter atomic.Uint64
+	mkMu    sync.Mutex // serialises the creation of mailboxes
+	durable sync.Map   // mailbox directories known to be durable
 }
 
 // New returns a Store rooted at root, creating root and its spool directory
@@ -268,11 +271,18 @@ func (s *Store) uniqueName(now time.Time) string {
 // ensureMailbox creates dir and its tmp, new and cur subdirectories if they
 // are missing, and makes the new entries durable.
 func (s *Store) ensureMailbox(dir string) error {
-	if fi, err := os.Stat(filepath.Join(dir, "new")); err == nil && fi.IsDir() {
+	if _, ok := s.durable.Load(dir); ok {
 		return nil
 	}
-	createdDir, err := mkdir(dir)
-	if err != nil {
+	// Slow path, once per mailbox and process: create what is missing
+	// and fsync the mailbox and the root before any delivery into it is
+	// acknowledged, even when another delivery created the directories.
+	s.mkMu.Lock()
+	defer s.mkMu.Unlock()
+	if _, ok := s.durable.Load(dir); ok {
+		return nil
+	}
+	if _, err := mkdir(dir); err != nil {
 		return err
 	}
 	for _, sub := range []string{"tmp", "new", "cur"} {
@@ -283,11 +293,10 @@ func (s *Store) ensureMailbox(dir string) error {
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("maildir: %w", err)
 	}
-	if createdDir {
-		if err := syncDir(s.root); err != nil {
-			return fmt.Errorf("maildir: %w", err)
-		}
+	if err := syncDir(s.root); err != nil {
+		return fmt.Errorf("maildir: %w", err)
 	}
+	s.durable.Store(dir, true)
 	return nil
 }
 
