@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"strings"
-	"time"
 
 	"github.com/petrel-mta/petrel/smtp"
 )
@@ -16,14 +15,18 @@ import (
 var ErrAuthNotTLS = errors.New("smtpclient: refusing to send credentials without TLS")
 
 // ErrAuthNoMechanism: the server (in its EHLO inside TLS) offers neither
-// PLAIN nor LOGIN.
-var ErrAuthNoMechanism = errors.New("smtpclient: the server offers no supported AUTH mechanism (PLAIN, LOGIN)")
+// PLAIN nor LOGIN. It is permanent for that server (RFC 4954 §6's 504).
+var ErrAuthNoMechanism = &smtp.Error{Code: smtp.C504ParamNotImpl, Enhanced: smtp.EnhancedCode{Class: 5, Subject: 7, Detail: 4},
+	Message: "The server offers no supported AUTH mechanism (PLAIN, LOGIN)"}
 
 // Auth authenticates with PLAIN (RFC 4616), or LOGIN when PLAIN is not
 // offered, using only the mechanisms listed in the EHLO reply received
 // inside TLS. It refuses to run on a plaintext connection unless
 // AllowInsecureAuth is set and the server is on a loopback address.
 func (c *Client) Auth(ctx context.Context, user, pass string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if c.tls == nil && !(c.opts.AllowInsecureAuth && isLoopback(c.raw.RemoteAddr())) {
 		return ErrAuthNotTLS
 	}
@@ -59,10 +62,10 @@ func (c *Client) Auth(ctx context.Context, user, pass string) error {
 			if err := c.writeSecret(base64.StdEncoding.EncodeToString([]byte(secret))); err != nil {
 				return err
 			}
-			if err := c.flush(); err != nil {
+			if err := c.flush(ctx); err != nil {
 				return err
 			}
-			if rep, err = c.readReply(c.opts.Timeouts.Command); err != nil {
+			if rep, err = c.readReply(ctx, c.opts.Timeouts.Command); err != nil {
 				return err
 			}
 		}
@@ -75,12 +78,12 @@ func (c *Client) Auth(ctx context.Context, user, pass string) error {
 }
 
 func (c *Client) authResult(ctx context.Context) error {
-	if err := c.flush(); err != nil {
+	stop := c.interrupt(ctx)
+	defer stop()
+	if err := c.flush(ctx); err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = c.raw.SetReadDeadline(time.Now()) })
-	defer stop()
-	rep, err := c.readReply(c.opts.Timeouts.Command)
+	rep, err := c.readReply(ctx, c.opts.Timeouts.Command)
 	if err != nil {
 		return err
 	}

@@ -312,10 +312,41 @@ const (
 	maxReplyLines = 100
 )
 
+// setDeadline sets the read (or write) deadline for a step of at most d,
+// never beyond ctx's deadline, and returns ctx.Err() once ctx is done, so
+// that no step's deadline can undo a cancellation.
+func (c *Client) setDeadline(ctx context.Context, read bool, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	set := c.raw.SetWriteDeadline
+	if read {
+		set = c.raw.SetReadDeadline
+	}
+	t := time.Now().Add(d)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(t) {
+		t = dl
+	}
+	_ = set(t)
+	if err := ctx.Err(); err != nil {
+		_ = set(time.Now())
+		return err
+	}
+	return nil
+}
+
+// interrupt makes blocked reads and writes return when ctx is done; call
+// the returned stop function when the operation ends.
+func (c *Client) interrupt(ctx context.Context) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { _ = c.raw.SetDeadline(time.Now()) })
+}
+
 // readReply reads one reply within timeout.
-func (c *Client) readReply(timeout time.Duration) (reply, error) {
-	_ = c.raw.SetReadDeadline(time.Now().Add(timeout))
+func (c *Client) readReply(ctx context.Context, timeout time.Duration) (reply, error) {
 	var rep reply
+	if err := c.setDeadline(ctx, true, timeout); err != nil {
+		return rep, err
+	}
 	for {
 		line, err := c.r.ReadSlice('\n')
 		if err != nil {
@@ -375,12 +406,12 @@ func (c *Client) cmd(ctx context.Context, timeout time.Duration, format string, 
 	if err := c.writeLine(fmt.Sprintf(format, args...)); err != nil {
 		return reply{}, err
 	}
-	if err := c.flush(); err != nil {
+	stop := c.interrupt(ctx)
+	defer stop()
+	if err := c.flush(ctx); err != nil {
 		return reply{}, err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = c.raw.SetDeadline(time.Now()) })
-	defer stop()
-	rep, err := c.readReply(timeout)
+	rep, err := c.readReply(ctx, timeout)
 	if err != nil {
 		return rep, err
 	}
@@ -415,8 +446,10 @@ func (c *Client) writeRaw(line string) error {
 	return err
 }
 
-func (c *Client) flush() error {
-	_ = c.raw.SetWriteDeadline(time.Now().Add(c.opts.Timeouts.Command))
+func (c *Client) flush(ctx context.Context) error {
+	if err := c.setDeadline(ctx, false, c.opts.Timeouts.Command); err != nil {
+		return err
+	}
 	if err := c.w.Flush(); err != nil {
 		return &NetError{Op: "write", Err: err}
 	}
@@ -424,9 +457,9 @@ func (c *Client) flush() error {
 }
 
 func (c *Client) readGreeting(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { _ = c.raw.SetDeadline(time.Now()) })
+	stop := c.interrupt(ctx)
 	defer stop()
-	rep, err := c.readReply(c.opts.Timeouts.Greeting)
+	rep, err := c.readReply(ctx, c.opts.Timeouts.Greeting)
 	if err != nil {
 		return err
 	}

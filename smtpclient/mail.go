@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/petrel-mta/petrel/smtp"
 )
@@ -92,6 +91,9 @@ func has8Bit(msg []byte) bool {
 // for any recipient. The connection can carry another message afterwards.
 func (c *Client) SendMail(ctx context.Context, env Envelope, msg []byte) (*Result, error) {
 	res := &Result{}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
 	utf8 := needsUTF8(env)
 	if ok, _ := c.Extension("SMTPUTF8"); utf8 && !ok {
 		return res, &ReplyError{Command: "MAIL", Reply: ErrNeedsSMTPUTF8}
@@ -149,7 +151,7 @@ func (c *Client) SendMail(ctx context.Context, env Envelope, msg []byte) (*Resul
 	// Send the commands, as one group when pipelining, and read the
 	// replies in order (RFC 2920 §3.1: DATA ends the group).
 	replies := make([]reply, 0, len(cmds))
-	stop := context.AfterFunc(ctx, func() { _ = c.raw.SetDeadline(time.Now()) })
+	stop := c.interrupt(ctx)
 	defer stop()
 	send := func(group []string) error {
 		for _, l := range group {
@@ -157,7 +159,7 @@ func (c *Client) SendMail(ctx context.Context, env Envelope, msg []byte) (*Resul
 				return err
 			}
 		}
-		if err := c.flush(); err != nil {
+		if err := c.flush(ctx); err != nil {
 			return err
 		}
 		for i := range group {
@@ -165,7 +167,7 @@ func (c *Client) SendMail(ctx context.Context, env Envelope, msg []byte) (*Resul
 			if group[i] == "DATA" {
 				t = c.opts.Timeouts.DataStart
 			}
-			rep, err := c.readReply(t)
+			rep, err := c.readReply(ctx, t)
 			if err != nil {
 				return err
 			}
@@ -208,7 +210,7 @@ func (c *Client) SendMail(ctx context.Context, env Envelope, msg []byte) (*Resul
 	}
 	var final reply
 	if chunking {
-		final, err = c.bdat(body)
+		final, err = c.bdat(ctx, body)
 	} else {
 		dataRep := replies[len(replies)-1]
 		if dataRep.code != smtp.C354StartData {
@@ -217,7 +219,7 @@ func (c *Client) SendMail(ctx context.Context, env Envelope, msg []byte) (*Resul
 			res.Accepted = 0
 			return res, dataRep.err("DATA")
 		}
-		final, err = c.data(body)
+		final, err = c.data(ctx, body)
 	}
 	if err != nil {
 		res.Accepted = 0
@@ -247,8 +249,8 @@ func firstRcptErr(res *Result) error {
 func (c *Client) abort(ctx context.Context, replies []reply, sent int) {
 	if len(replies) == sent && replies[len(replies)-1].code == smtp.C354StartData {
 		_, _ = c.w.WriteString(".\r\n")
-		if c.flush() == nil {
-			_, _ = c.readReply(c.opts.Timeouts.DataEnd)
+		if c.flush(ctx) == nil {
+			_, _ = c.readReply(ctx, c.opts.Timeouts.DataEnd)
 		}
 	}
 	c.inTx = false
@@ -256,34 +258,38 @@ func (c *Client) abort(ctx context.Context, replies []reply, sent int) {
 }
 
 // data sends the dot-stuffed message and its end, and reads the reply.
-func (c *Client) data(body []byte) (reply, error) {
-	if err := c.writeBody(stuff(body)); err != nil {
+func (c *Client) data(ctx context.Context, body []byte) (reply, error) {
+	if err := c.writeBody(ctx, stuff(body)); err != nil {
 		return reply{}, err
 	}
-	return c.readReply(c.opts.Timeouts.DataEnd)
+	return c.readReply(ctx, c.opts.Timeouts.DataEnd)
 }
 
 // bdat sends the message as one BDAT LAST chunk (RFC 3030).
-func (c *Client) bdat(body []byte) (reply, error) {
+func (c *Client) bdat(ctx context.Context, body []byte) (reply, error) {
 	if err := c.writeLine("BDAT " + strconv.Itoa(len(body)) + " LAST"); err != nil {
 		return reply{}, err
 	}
-	if err := c.writeBody(body); err != nil {
+	if err := c.writeBody(ctx, body); err != nil {
 		return reply{}, err
 	}
-	return c.readReply(c.opts.Timeouts.DataEnd)
+	return c.readReply(ctx, c.opts.Timeouts.DataEnd)
 }
 
-func (c *Client) writeBody(p []byte) error {
+func (c *Client) writeBody(ctx context.Context, p []byte) error {
 	for len(p) > 0 {
 		n := min(len(p), 64<<10)
-		_ = c.raw.SetWriteDeadline(time.Now().Add(c.opts.Timeouts.DataBlock))
+		if err := c.setDeadline(ctx, false, c.opts.Timeouts.DataBlock); err != nil {
+			return err
+		}
 		if _, err := c.w.Write(p[:n]); err != nil {
 			return &NetError{Op: "write", Err: err}
 		}
 		p = p[n:]
 	}
-	_ = c.raw.SetWriteDeadline(time.Now().Add(c.opts.Timeouts.DataBlock))
+	if err := c.setDeadline(ctx, false, c.opts.Timeouts.DataBlock); err != nil {
+		return err
+	}
 	if err := c.w.Flush(); err != nil {
 		return &NetError{Op: "write", Err: err}
 	}
