@@ -10,9 +10,9 @@ import (
 	"github.com/petrel-mta/petrel/smtp"
 )
 
-// ErrAuthNotTLS: credentials are never sent outside TLS (RFC 4954 §4, RFC
-// 8314 §5; requirement C-AUTH-01).
-var ErrAuthNotTLS = errors.New("smtpclient: refusing to send credentials without TLS")
+// ErrAuthNotTLS: credentials are sent only over TLS with a verified
+// certificate (RFC 4954 §4, RFC 8314 §5; requirement C-AUTH-01).
+var ErrAuthNotTLS = errors.New("smtpclient: refusing to send credentials without verified TLS (use level verify or secure)")
 
 // ErrAuthNoMechanism: the server (in its EHLO inside TLS) offers neither
 // PLAIN nor LOGIN. It is permanent for that server (RFC 4954 §6's 504).
@@ -27,7 +27,9 @@ func (c *Client) Auth(ctx context.Context, user, pass string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if c.tls == nil && !(c.opts.AllowInsecureAuth && isLoopback(c.raw.RemoteAddr())) {
+	// Only to a server whose certificate was verified: an unverified TLS
+	// peer may be the man in the middle (C-AUTH-01, RFC 8314 §5).
+	if (c.tls == nil || !c.tls.Verified) && !(c.opts.AllowInsecureAuth && isLoopback(c.raw.RemoteAddr())) {
 		return ErrAuthNotTLS
 	}
 	ok, mechs := c.Extension("AUTH")

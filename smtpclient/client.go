@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/petrel-mta/petrel/smtp"
@@ -98,7 +99,8 @@ type Client struct {
 	opts     Options
 	host     string // host part of the address dialled
 	raw      net.Conn
-	conn     net.Conn // raw, or the *tls.Conn over it
+	rawSys   syscall.RawConn // raw's, for the receive-queue check; may be nil
+	conn     net.Conn        // raw, or the *tls.Conn over it
 	qa       *quickAckConn
 	r        *bufio.Reader
 	w        *bufio.Writer
@@ -181,6 +183,9 @@ func New(ctx context.Context, nc net.Conn, host string, opts Options) (*Client, 
 		return nil, errors.New("smtpclient: level secure needs Options.ServerName")
 	}
 	c := &Client{opts: opts, host: host, raw: nc, conn: nc, log: logger(opts)}
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.rawSys, _ = sc.SyscallConn()
+	}
 	if !opts.NoQuickAck {
 		c.qa = newQuickAckConn(nc)
 		c.conn = c.qa
@@ -251,6 +256,12 @@ func (e *ReplyError) Unwrap() error { return e.Reply }
 // under a mandatory level). Permanent failures are 5xx replies and errors
 // the client finds before sending (an address the server cannot take).
 func Temporary(err error) bool {
+	var te *TLSError
+	if errors.As(err, &te) {
+		// Even a 5xx to STARTTLS: a man in the middle must not be able
+		// to make mail bounce that a mandatory level would defer.
+		return true
+	}
 	var se *smtp.Error
 	if errors.As(err, &se) {
 		return se.Temporary()
@@ -335,6 +346,16 @@ func (c *Client) setDeadline(ctx context.Context, read bool, d time.Duration) er
 	return nil
 }
 
+// ctxTimeout marks a timeout that ctx's deadline caused, so that
+// errors.Is(err, context.DeadlineExceeded) holds even when the connection's
+// timer fired before ctx's.
+func ctxTimeout(ctx context.Context, err error) error {
+	if dl, ok := ctx.Deadline(); ok && isTimeout(err) && !time.Now().Before(dl) {
+		return fmt.Errorf("%w: %v", context.DeadlineExceeded, err)
+	}
+	return err
+}
+
 // interrupt makes blocked reads and writes return when ctx is done; call
 // the returned stop function when the operation ends.
 func (c *Client) interrupt(ctx context.Context) (stop func() bool) {
@@ -356,7 +377,7 @@ func (c *Client) readReply(ctx context.Context, timeout time.Duration) (reply, e
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
-			return rep, &NetError{Op: "read", Err: err}
+			return rep, &NetError{Op: "read", Err: ctxTimeout(ctx, err)}
 		}
 		if len(line) > maxReplyLine {
 			return rep, &ProtocolError{Msg: "reply line too long"}
@@ -398,9 +419,48 @@ func (c *Client) expectAlone() error {
 	return nil
 }
 
+// checkIdle fails when the server sent something while no command was
+// outstanding (C-INJ-02): a reply the client did not ask for, which would
+// shift every later reply by one. In plaintext, where a man in the middle
+// can inject, it looks at the read buffer and the socket's receive queue
+// (exact and free, on Linux). Inside TLS the receive queue also holds
+// records that are not replies (TLS 1.3 session tickets), so it peeks
+// through TLS for at most idlePeek instead.
+func (c *Client) checkIdle(ctx context.Context) error {
+	n := c.r.Buffered()
+	if n == 0 && c.tls == nil && c.rawSys != nil {
+		n = pendingInput(c.rawSys)
+	}
+	if n == 0 && c.tls != nil {
+		if err := c.setDeadline(ctx, true, idlePeek); err != nil {
+			return err
+		}
+		if _, err := c.r.Peek(1); err == nil {
+			n = c.r.Buffered()
+		} else if !isTimeout(err) {
+			return &NetError{Op: "read", Err: err}
+		}
+	}
+	if n > 0 {
+		return &ProtocolError{Msg: fmt.Sprintf("server sent %d octets while no command was outstanding", n)}
+	}
+	return nil
+}
+
+// idlePeek bounds the wait for unsolicited data inside TLS.
+const idlePeek = 50 * time.Microsecond
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 // cmd sends one command and reads its reply.
 func (c *Client) cmd(ctx context.Context, timeout time.Duration, format string, args ...any) (reply, error) {
 	if err := ctx.Err(); err != nil {
+		return reply{}, err
+	}
+	if err := c.checkIdle(ctx); err != nil {
 		return reply{}, err
 	}
 	if err := c.writeLine(fmt.Sprintf(format, args...)); err != nil {
@@ -451,7 +511,7 @@ func (c *Client) flush(ctx context.Context) error {
 		return err
 	}
 	if err := c.w.Flush(); err != nil {
-		return &NetError{Op: "write", Err: err}
+		return &NetError{Op: "write", Err: ctxTimeout(ctx, err)}
 	}
 	return nil
 }
@@ -467,7 +527,7 @@ func (c *Client) readGreeting(ctx context.Context) error {
 		return rep.err("greeting")
 	}
 	c.greeting = rep.text()
-	return nil
+	return c.expectAlone()
 }
 
 // hello sends EHLO, falling back to HELO when EHLO is refused in

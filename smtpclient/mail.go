@@ -154,6 +154,9 @@ func (c *Client) SendMail(ctx context.Context, env Envelope, msg []byte) (*Resul
 	stop := c.interrupt(ctx)
 	defer stop()
 	send := func(group []string) error {
+		if err := c.checkIdle(ctx); err != nil {
+			return err
+		}
 		for _, l := range group {
 			if err := c.writeLine(l); err != nil {
 				return err

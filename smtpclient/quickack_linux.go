@@ -4,7 +4,20 @@ import (
 	"net"
 	"sync/atomic"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
+
+// pendingInput returns the octets waiting in the socket's receive queue.
+func pendingInput(raw syscall.RawConn) int {
+	n := 0
+	_ = raw.Control(func(fd uintptr) {
+		if v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
+			n = v
+		}
+	})
+	return n
+}
 
 // quickAckConn re-arms TCP_QUICKACK before each read while armed. Linux
 // leaves quick-ACK mode on its own; re-arming it makes the kernel ACK the

@@ -5,7 +5,11 @@ package smtpclient
 import (
 	"net"
 	"sync/atomic"
+	"syscall"
 )
+
+// pendingInput is not known here; the read buffer check still applies.
+func pendingInput(syscall.RawConn) int { return 0 }
 
 // quickAckConn is a no-op where TCP_QUICKACK does not exist.
 type quickAckConn struct {

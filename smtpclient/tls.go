@@ -231,6 +231,10 @@ func (c *Client) handshake(ctx context.Context) error {
 	if level >= Verify && !info.Verified {
 		// RFC 3207 §4.1: the security is insufficient; "SHOULD issue an
 		// SMTP QUIT command immediately after the TLS negotiation".
+		if c.opts.ImplicitTLS {
+			// The server's greeting comes first: not QUIT's reply.
+			_ = c.readGreeting(ctx)
+		}
 		_, _ = c.cmd(ctx, 5*time.Second, "QUIT")
 		c.Close()
 		return &TLSError{Reason: "certificate not verified for " + name + " (level " + level.String() + ")", Err: info.VerifyError}

@@ -1,0 +1,230 @@
+package postfixtest_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/petrel-mta/petrel/internal/postfixtest"
+	"github.com/petrel-mta/petrel/smtpserver"
+	"github.com/petrel-mta/petrel/smtptest"
+)
+
+const deliveryTimeout = 60 * time.Second
+
+// cert makes a certificate for the instance's host name and 127.0.0.1 and
+// writes it out; pool trusts it.
+func cert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	now := time.Now()
+	c, err := smtptest.Certificate([]string{postfixtest.Hostname, "127.0.0.1"}, now.Add(-time.Hour), now.Add(24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = postfixtest.WriteCertificate(t, c)
+	pool = x509.NewCertPool()
+	pool.AddCert(c.Leaf)
+	return certFile, keyFile, pool
+}
+
+// send runs one SMTP session with the raw test client: EHLO, STARTTLS when
+// clientTLS is set, then MAIL, the RCPTs and DATA, and returns each reply
+// of the transaction (MAIL, RCPTs, DATA, end of data).
+func send(t *testing.T, addr string, clientTLS *tls.Config, from string, to []string, body string) []*smtptest.Reply {
+	t.Helper()
+	c, err := smtptest.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Timeout = 30 * time.Second
+	must := func(r *smtptest.Reply, err error) *smtptest.Reply {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%v (reply so far %v)", err, r)
+		}
+		return r
+	}
+	if r := must(c.ReadReply()); r.Code != 220 {
+		t.Fatalf("greeting %v", r)
+	}
+	if r := must(c.Cmd("EHLO client.example")); r.Code != 250 {
+		t.Fatalf("EHLO: %v", r)
+	}
+	if clientTLS != nil {
+		if r := must(c.Cmd("STARTTLS")); r.Code != 220 {
+			t.Fatalf("STARTTLS: %v", r)
+		}
+		if _, err := c.StartTLS(clientTLS); err != nil {
+			t.Fatal(err)
+		}
+		if r := must(c.Cmd("EHLO client.example")); r.Code != 250 {
+			t.Fatalf("EHLO in TLS: %v", r)
+		}
+	}
+	var reps []*smtptest.Reply
+	r := must(c.Cmd("MAIL FROM:<" + from + ">"))
+	reps = append(reps, r)
+	if r.Code != 250 {
+		return reps
+	}
+	ok := 0
+	for _, rcpt := range to {
+		r := must(c.Cmd("RCPT TO:<" + rcpt + ">"))
+		reps = append(reps, r)
+		if r.Code == 250 {
+			ok++
+		}
+	}
+	if ok == 0 {
+		return reps
+	}
+	r = must(c.Cmd("DATA"))
+	reps = append(reps, r)
+	if r.Code != 354 {
+		return reps
+	}
+	reps = append(reps, must(c.Cmd(body+".")))
+	must(c.Cmd("QUIT"))
+	return reps
+}
+
+func codes(reps []*smtptest.Reply) []int {
+	var cs []int
+	for _, r := range reps {
+		cs = append(cs, r.Code)
+	}
+	return cs
+}
+
+// The instance takes mail for postfix.test over STARTTLS into a Maildir per
+// local part, refuses unknown* recipients per recipient, refuses relaying
+// without a relay host, logs the TLS session and the delivery, and leaves
+// no process behind when stopped.
+func TestStartTLSDelivery(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, pool := cert(t)
+	pf := postfixtest.Start(t, postfixtest.Config{CertFile: certFile, KeyFile: keyFile})
+
+	body := "Subject: postfixtest\r\n\r\nhello\r\n"
+	reps := send(t, pf.Addr, &tls.Config{RootCAs: pool, ServerName: postfixtest.Hostname},
+		"sender@example.org", []string{"alice@postfix.test", "unknown-bob@postfix.test", "carol@example.org"}, body)
+	got := codes(reps)
+	want := []int{250, 250, 550, 554, 354, 250}
+	if len(got) != len(want) {
+		t.Fatalf("replies %v, want codes %v", reps, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("reply codes %v, want %v (replies %v)", got, want, reps)
+		}
+	}
+	if !strings.Contains(reps[3].String(), "Relay access denied") {
+		t.Errorf("RCPT to a foreign domain: %v, want Relay access denied", reps[3])
+	}
+
+	msgs := pf.WaitMessages(t, "alice", 1, deliveryTimeout)
+	if !bytes.HasSuffix(msgs[0].Data, []byte("Subject: postfixtest\n\nhello\n")) {
+		t.Errorf("delivered message:\n%s", msgs[0].Data)
+	}
+	if !bytes.Contains(msgs[0].Data, []byte("Delivered-To: alice@postfix.test")) {
+		t.Errorf("no Delivered-To in:\n%s", msgs[0].Data)
+	}
+	log := pf.WaitLog(t, "status=sent", 10*time.Second)
+	if !strings.Contains(log, "TLS connection established from") {
+		t.Errorf("maillog has no TLS session:\n%s", log)
+	}
+
+	pf.Stop(t)
+	if _, err := net.DialTimeout("tcp", pf.Addr, time.Second); err == nil {
+		t.Errorf("%s still accepts connections after Stop", pf.Addr)
+	}
+	pf.Stop(t) // a second Stop does nothing
+}
+
+// TLSLevel "encrypt": RFC 3207 §4's 530 to MAIL before STARTTLS; no
+// certificate: no STARTTLS offered.
+func TestTLSLevels(t *testing.T) {
+	t.Parallel()
+	t.Run("encrypt", func(t *testing.T) {
+		t.Parallel()
+		certFile, keyFile, _ := cert(t)
+		pf := postfixtest.Start(t, postfixtest.Config{CertFile: certFile, KeyFile: keyFile, TLSLevel: "encrypt"})
+		reps := send(t, pf.Addr, nil, "a@example.org", []string{"alice@postfix.test"}, "x\r\n")
+		if len(reps) != 1 || reps[0].Code != 530 || !strings.Contains(reps[0].String(), "5.7.0") {
+			t.Fatalf("MAIL before STARTTLS: %v, want 530 5.7.0", reps)
+		}
+	})
+	t.Run("plaintext", func(t *testing.T) {
+		t.Parallel()
+		pf := postfixtest.Start(t, postfixtest.Config{})
+		c, err := smtptest.Dial(pf.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.ReadReply(); err != nil {
+			t.Fatal(err)
+		}
+		r, err := c.Cmd("EHLO client.example")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(r.String(), "STARTTLS") {
+			t.Errorf("STARTTLS offered without a certificate: %v", r)
+		}
+		reps := send(t, pf.Addr, nil, "a@example.org", []string{"dave@postfix.test"}, "plain\r\n")
+		if reps[len(reps)-1].Code != 250 {
+			t.Fatalf("plaintext delivery: %v", reps)
+		}
+		pf.WaitMessages(t, "dave", 1, deliveryTimeout)
+	})
+}
+
+// With RelayHost, mail for other domains goes on to that host (here a Petrel
+// server), and extra main.cf settings apply.
+func TestRelayHost(t *testing.T) {
+	t.Parallel()
+	backend := &smtptest.Backend{}
+	srv, err := smtptest.NewServer(smtpserver.Options{Hostname: "next.example", Backend: backend})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	pf := postfixtest.Start(t, postfixtest.Config{
+		RelayHost: "[127.0.0.1]:" + port(t, srv.Addr),
+		MainCF:    map[string]string{"smtp_tls_security_level": "none", "smtpd_forbid_bare_newline": "reject"},
+	})
+	reps := send(t, pf.Addr, nil, "a@example.org", []string{"erin@example.net"}, "Subject: relayed\r\n\r\nvia postfix\r\n")
+	if reps[len(reps)-1].Code != 250 {
+		t.Fatalf("relay: %v", reps)
+	}
+	deadline := time.Now().Add(deliveryTimeout)
+	for len(backend.Messages()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing relayed to %s after %v", srv.Addr, deliveryTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	m := backend.Messages()[0]
+	if len(m.To) != 1 || m.To[0].String() != "erin@example.net" || !bytes.HasSuffix(m.Data, []byte("\r\n\r\nvia postfix\r\n")) {
+		t.Errorf("relayed message: to %v\n%s", m.To, m.Data)
+	}
+	pf.WaitLog(t, "relay=127.0.0.1[127.0.0.1]:"+port(t, srv.Addr), 10*time.Second)
+	if out, err := pf.Command("status"); err != nil {
+		t.Errorf("postfix status: %v\n%s", err, out)
+	}
+}
+
+func port(t *testing.T, addr string) string {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
