@@ -2,9 +2,11 @@
 // transport (RFC 3207 STARTTLS, RFC 8314 implicit TLS).
 //
 //	petrel serve [flags]    run the daemon (see petrel serve -h)
+//	petrel send [flags]     send a message and show what happened (a swaks for Petrel)
+//	petrel check TARGET     probe the STARTTLS security of a domain's MX hosts or of a host
 //	petrel version          print the version
 //
-// The other tools (send, check, queue, user, bench) arrive with later work.
+// The other tools (queue, user, bench) arrive with later work.
 package main
 
 import (
@@ -22,6 +24,8 @@ const usage = `petrel — a mail transfer agent with secure SMTP transport
 
 Usage:
   petrel serve [flags]   run the SMTP server (petrel serve -h for flags)
+  petrel send [flags]    send a message and show what happened (petrel send -h)
+  petrel check TARGET    probe the STARTTLS security of a domain or host (petrel check -h)
   petrel version         print the version
 `
 
@@ -41,6 +45,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stdout, stderr)
+	case "send":
+		return send(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "check":
+		return check(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "petrel", version)
 		return 0
