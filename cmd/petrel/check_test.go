@@ -230,8 +230,8 @@ func TestCheckUsage(t *testing.T) {
 // (Postfix fixed CVE-2011-0411 in 2011 by discarding buffered input). One
 // configured as RFC 8996 asks (smtpd_tls_protocols = >=TLSv1.2) passes, exit
 // 0; with the defaults, Postfix 3.x accepts TLS 1.0 and 1.1 whenever
-// OpenSSL lets it (it prefers old TLS to plaintext for opportunistic TLS),
-// and the check must then say FAIL, exit 1.
+// OpenSSL lets it (it prefers old TLS to plaintext for opportunistic TLS):
+// the check says WARN and passes (exit 0), and FAIL with --strict.
 func TestCheckPostfix(t *testing.T) {
 	now := time.Now()
 	cert, err := smtptest.Certificate([]string{postfixtest.Hostname, "127.0.0.1"}, now.Add(-time.Hour), now.Add(90*24*time.Hour))
@@ -268,12 +268,14 @@ func TestCheckPostfix(t *testing.T) {
 			if c.mainCF != nil && old {
 				t.Errorf("TLS 1.0/1.1 accepted with smtpd_tls_protocols = >=TLSv1.2: %+v", h.TLS.Versions)
 			}
-			want := 0
-			if old {
-				want = 1
+			if r.code != 0 {
+				t.Errorf("exit %d, want 0 (Postfix passes)", r.code)
 			}
-			if r.code != want {
-				t.Errorf("exit %d, want %d", r.code, want)
+			if old {
+				strict := runCheck(t, "--strict", pf.Addr, "--servername", postfixtest.Hostname, "--ca", certFile)
+				if strict.code != 1 || !strings.Contains(strict.stdout, "FAIL  TLS 1.0 accepted") {
+					t.Errorf("--strict with TLS 1.0 accepted: exit %d\n%s", strict.code, strict.stdout)
+				}
 			}
 		})
 	}

@@ -39,7 +39,8 @@ type Options struct {
 	// and sent as SNI, instead of the target's name.
 	ServerName string
 	// Strict makes certificate problems (not PKIX-valid for the name,
-	// expiring soon) FAIL instead of WARN; see verdict.go.
+	// expiring soon) and TLS 1.0/1.1 acceptance FAIL instead of WARN; see
+	// verdict.go.
 	Strict bool
 	// Timeout bounds each probe connection, from connect to close;
 	// default 30 s.

@@ -168,8 +168,8 @@ func TestNoSTARTTLS(t *testing.T) {
 	}
 }
 
-// TestOldTLSAccepted: a server that accepts TLS 1.0 and 1.1 fails (RFC
-// 8996).
+// TestOldTLSAccepted: a server that accepts TLS 1.0 and 1.1 gets a WARN
+// (RFC 8996; opportunistic MX TLS), and a FAIL with Strict.
 func TestOldTLSAccepted(t *testing.T) {
 	serverTLS, _ := tlsConfigs(t)
 	serverTLS.MinVersion = tls.VersionTLS10
@@ -183,8 +183,12 @@ func TestOldTLSAccepted(t *testing.T) {
 			t.Errorf("%s: %+v, want accepted=%v", name, s, want)
 		}
 	}
-	if f := finding(h, "tls-version", probe.FAIL); f == nil || !strings.Contains(f.Message, "RFC 8996") {
-		t.Errorf("no FAIL for TLS 1.0: %+v", h.Findings)
+	if f := finding(h, "tls-version", probe.WARN); f == nil || !strings.Contains(f.Message, "RFC 8996") {
+		t.Errorf("no WARN for TLS 1.0: %+v", h.Findings)
+	}
+	strict := probe.Host(ctx(t), target(t, srv.Addr), probe.Options{Strict: true})
+	if f := finding(strict, "tls-version", probe.FAIL); f == nil || !strings.Contains(f.Message, "RFC 8996") {
+		t.Errorf("no FAIL for TLS 1.0 with Strict: %+v", strict.Findings)
 	}
 	for _, g := range h.TLS.Groups {
 		if !g.Inconclusive {

@@ -10,9 +10,12 @@ import (
 // falls short of current recommendations; OK otherwise.
 //
 //	FAIL  the server cannot be reached; STARTTLS not offered; STARTTLS
-//	      offered but refused or no handshake completes; TLS 1.0 or 1.1
-//	      accepted (RFC 8996); the command injection bug (CVE-2011-0411).
-//	WARN  TLS 1.2 or 1.3 not accepted (RFC 9325 §3.1.1); X25519MLKEM768,
+//	      offered but refused or no handshake completes; the command
+//	      injection bug (CVE-2011-0411).
+//	WARN  TLS 1.0 or 1.1 accepted (RFC 8996 forbids them; but for an MX,
+//	      where TLS is opportunistic, refusing them sends old senders to
+//	      plaintext, which is why Postfix accepts them by default: FAIL
+//	      with Strict); TLS 1.2 or 1.3 not accepted (RFC 9325 §3.1.1); X25519MLKEM768,
 //	      X25519 or P-256 not accepted with TLS 1.3; a TLS 1.2 suite
 //	      without ECDHE and AEAD negotiated by a modern client; a test
 //	      that could not run; and, unless Strict, every certificate
@@ -49,7 +52,11 @@ func evaluate(h *HostReport, o Options) []Finding {
 		case v.Inconclusive:
 			add(WARN, "tls-version", "%s: could not test: %s", v.Name, v.Detail)
 		case (v.Name == "TLS 1.0" || v.Name == "TLS 1.1") && v.Accepted:
-			add(FAIL, "tls-version", "%s accepted: it must not be (RFC 8996, RFC 8997)", v.Name)
+			verdict := WARN
+			if o.Strict {
+				verdict = FAIL
+			}
+			add(verdict, "tls-version", "%s accepted: RFC 8996 deprecates it (a sender that refuses it still gets TLS 1.2+; --strict makes this FAIL)", v.Name)
 		case v.Name == "TLS 1.0" || v.Name == "TLS 1.1":
 			add(OK, "tls-version", "%s refused", v.Name)
 		case v.Accepted:
