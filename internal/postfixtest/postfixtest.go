@@ -23,7 +23,8 @@
 //     agent allows no regexp substitution, hence one Maildir for all.)
 //   - With Config.RelayHost set, it relays mail for every other domain from
 //     127.0.0.0/8 to that host (Postfix's smtp client; set smtp_tls_* in
-//     Config.MainCF), bounces included. Without it, mail for other domains
+//     Config.MainCF, and Config.RelayCAFile to trust the relay host's
+//     certificate), bounces included. Without it, mail for other domains
 //     is refused with 554 5.7.1 (relay access denied), and the bounces it
 //     would send are discarded: an instance never looks up DNS or connects
 //     anywhere but to its relay host.
@@ -119,6 +120,14 @@ type Config struct {
 	// domains other than Domain from 127.0.0.0/8 is relayed there. Empty:
 	// no relaying.
 	RelayHost string
+	// RelayCAFile is a PEM file of certificates the smtp client trusts
+	// (smtp_tls_CAfile), e.g. the relay host's self-signed certificate:
+	// its TLS sessions to the relay host are then logged as "Trusted TLS
+	// connection established". Whether TLS is used and verified is up to
+	// smtp_tls_security_level in MainCF. It is copied into the instance's
+	// directory, so any readable file does. Needs RelayHost; empty: the
+	// default (no CA file).
+	RelayCAFile string
 }
 
 // Instance is a running throw-away Postfix.
@@ -157,6 +166,9 @@ func Start(t testing.TB, cfg Config) *Instance {
 	case "", "may", "encrypt":
 	default:
 		t.Fatalf("postfixtest: TLSLevel %q: want \"may\" or \"encrypt\"", cfg.TLSLevel)
+	}
+	if cfg.RelayCAFile != "" && cfg.RelayHost == "" {
+		t.Fatal("postfixtest: RelayCAFile needs RelayHost")
 	}
 
 	dir, err := os.MkdirTemp("", "petrel-postfix-")
@@ -222,8 +234,8 @@ func requirements(t testing.TB) string {
 	return postfix
 }
 
-// prepare makes the directories, copies the key and certificate, and
-// writes master.cf's fixed part and the recipient table.
+// prepare makes the directories, copies the key, the certificate and the
+// relay CA file, and writes the recipient table.
 func (in *Instance) prepare(cfg Config) error {
 	pfUser, err := user.Lookup("postfix")
 	if err != nil {
@@ -258,6 +270,16 @@ func (in *Instance) prepare(cfg Config) error {
 			if err := os.WriteFile(filepath.Join(in.conf, dst), b, 0o600); err != nil {
 				return err
 			}
+		}
+	}
+	if cfg.RelayCAFile != "" {
+		// The smtp client may read it after dropping privileges.
+		b, err := os.ReadFile(cfg.RelayCAFile)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(in.conf, "relay-ca.pem"), b, 0o644); err != nil {
+			return err
 		}
 	}
 	// Recipients smtpd accepts: unknown* is refused (no match: "User
@@ -316,6 +338,9 @@ func (in *Instance) mainCF(cfg Config, uid, gid string) string {
 		set["smtpd_relay_restrictions"] = "permit_mynetworks, reject_unauth_destination"
 		set["smtp_address_preference"] = "ipv4"
 		set["smtp_tls_loglevel"] = "1"
+		if cfg.RelayCAFile != "" {
+			set["smtp_tls_CAfile"] = in.conf + "/relay-ca.pem"
+		}
 	} else {
 		set["mynetworks"] = ""
 		set["smtpd_relay_restrictions"] = "reject_unauth_destination"

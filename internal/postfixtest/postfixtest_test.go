@@ -203,14 +203,7 @@ func TestRelayHost(t *testing.T) {
 	if reps[len(reps)-1].Code != 250 {
 		t.Fatalf("relay: %v", reps)
 	}
-	deadline := time.Now().Add(deliveryTimeout)
-	for len(backend.Messages()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing relayed to %s after %v", srv.Addr, deliveryTimeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	m := backend.Messages()[0]
+	m := waitRelayed(t, backend, srv.Addr)
 	if len(m.To) != 1 || m.To[0].String() != "erin@example.net" || !bytes.HasSuffix(m.Data, []byte("\r\n\r\nvia postfix\r\n")) {
 		t.Errorf("relayed message: to %v\n%s", m.To, m.Data)
 	}
@@ -218,6 +211,55 @@ func TestRelayHost(t *testing.T) {
 	if out, err := pf.Command("status"); err != nil {
 		t.Errorf("postfix status: %v\n%s", err, out)
 	}
+}
+
+// With RelayHost, RelayCAFile and smtp_tls_security_level = encrypt in
+// MainCF, the relay hop runs over STARTTLS and the relay host's certificate
+// is trusted.
+func TestRelayHostTLS(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, _ := cert(t)
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := &smtptest.Backend{}
+	srv, err := smtptest.NewServer(smtpserver.Options{
+		Hostname:  "next.example",
+		Backend:   backend,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{c}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	pf := postfixtest.Start(t, postfixtest.Config{
+		RelayHost:   "[127.0.0.1]:" + port(t, srv.Addr),
+		RelayCAFile: certFile,
+		MainCF:      map[string]string{"smtp_tls_security_level": "encrypt"},
+	})
+	reps := send(t, pf.Addr, nil, "a@example.org", []string{"frank@example.net"}, "Subject: relayed\r\n\r\nover TLS\r\n")
+	if reps[len(reps)-1].Code != 250 {
+		t.Fatalf("relay: %v", reps)
+	}
+	if m := waitRelayed(t, backend, srv.Addr); !m.TLS || !bytes.HasSuffix(m.Data, []byte("\r\n\r\nover TLS\r\n")) {
+		t.Errorf("relayed message: TLS %v\n%s", m.TLS, m.Data)
+	}
+	pf.WaitLog(t, "Trusted TLS connection established to 127.0.0.1[127.0.0.1]:"+port(t, srv.Addr), 10*time.Second)
+	pf.WaitLog(t, "status=sent", 10*time.Second)
+}
+
+// waitRelayed waits for the first message the relay host at addr received.
+func waitRelayed(t *testing.T, backend *smtptest.Backend, addr string) smtptest.Message {
+	t.Helper()
+	deadline := time.Now().Add(deliveryTimeout)
+	for len(backend.Messages()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing relayed to %s after %v", addr, deliveryTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return backend.Messages()[0]
 }
 
 func port(t *testing.T, addr string) string {
