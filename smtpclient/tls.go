@@ -88,17 +88,7 @@ func (t *TLSInfo) String() string {
 	if t.Verified {
 		v = "verified"
 	}
-	return fmt.Sprintf("%s %s %s %s", versionName(t.Version), tls.CipherSuiteName(t.CipherSuite), t.Group, v)
-}
-
-func versionName(v uint16) string {
-	switch v {
-	case tls.VersionTLS12:
-		return "TLSv1.2"
-	case tls.VersionTLS13:
-		return "TLSv1.3"
-	}
-	return tls.VersionName(v)
+	return fmt.Sprintf("%s %s %s %s", smtp.TLSVersionName(t.Version), tls.CipherSuiteName(t.CipherSuite), smtp.GroupName(t.Group), v)
 }
 
 // TLSError is a TLS failure under a level that requires TLS, or the reason

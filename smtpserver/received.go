@@ -5,6 +5,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/petrel-mta/petrel/smtp"
 )
 
 // Received returns the trace header field the server adds at the top of
@@ -57,12 +59,12 @@ func (p *Conn) Received(id string, auth bool) string {
 	}
 	if st := c.tlsState; st != nil {
 		b.WriteString("\r\n\t(")
-		b.WriteString(tlsVersionName(st.Version))
+		b.WriteString(smtp.TLSVersionName(st.Version))
 		b.WriteString(" ")
 		b.WriteString(tls.CipherSuiteName(st.CipherSuite))
 		if st.CurveID != 0 {
 			b.WriteString(" ")
-			b.WriteString(st.CurveID.String())
+			b.WriteString(smtp.GroupName(st.CurveID))
 		}
 		b.WriteString(")")
 	}
@@ -97,15 +99,4 @@ func (p *Conn) protocol(auth bool) string {
 		}
 	}
 	return proto
-}
-
-// tlsVersionName writes versions as "TLSv1.3", as Postfix and OpenSSL do.
-func tlsVersionName(v uint16) string {
-	switch v {
-	case tls.VersionTLS12:
-		return "TLSv1.2"
-	case tls.VersionTLS13:
-		return "TLSv1.3"
-	}
-	return strings.ReplaceAll(tls.VersionName(v), " ", "v")
 }

@@ -504,7 +504,7 @@ func describeTLS(c *smtpclient.Client) string {
 		}
 		return "plaintext: " + strings.TrimPrefix(c.Fallback(), "smtpclient: ")
 	}
-	s := fmt.Sprintf("%s %s %s", tls.VersionName(info.Version), tls.CipherSuiteName(info.CipherSuite), groupName(info.Group))
+	s := fmt.Sprintf("%s %s %s", tls.VersionName(info.Version), tls.CipherSuiteName(info.CipherSuite), smtp.GroupName(info.Group))
 	if info.Implicit {
 		s += ", implicit TLS"
 	}
@@ -512,18 +512,4 @@ func describeTLS(c *smtpclient.Client) string {
 		return s + ", certificate verified for " + info.ServerName
 	}
 	return s + ", certificate not verified (" + strings.TrimPrefix(fmt.Sprint(info.VerifyError), "x509: ") + ")"
-}
-
-// groupName names a key-exchange group as the TLS registry does (crypto/tls
-// says "CurveP256").
-func groupName(g tls.CurveID) string {
-	switch g {
-	case tls.CurveP256:
-		return "P-256"
-	case tls.CurveP384:
-		return "P-384"
-	case tls.CurveP521:
-		return "P-521"
-	}
-	return g.String()
 }

@@ -16,6 +16,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/petrel-mta/petrel/smtp"
 )
 
 // prober runs the tests against one server.
@@ -30,22 +32,6 @@ var (
 	versions = []uint16{tls.VersionTLS10, tls.VersionTLS11, tls.VersionTLS12, tls.VersionTLS13}
 	groups   = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256, tls.CurveP384}
 )
-
-// groupName names a group as the TLS registry does (crypto/tls says
-// "CurveP256").
-func groupName(g tls.CurveID) string {
-	switch g {
-	case tls.CurveP256:
-		return "P-256"
-	case tls.CurveP384:
-		return "P-384"
-	case tls.CurveP521:
-		return "P-521"
-	case 0:
-		return ""
-	}
-	return g.String()
-}
 
 // injectedCommand is pipelined behind STARTTLS: harmless in every state.
 const injectedCommand = "NOOP"
@@ -85,15 +71,15 @@ func (p *prober) run(ctx context.Context, h *HostReport) {
 	tls13 := len(t.Versions) == 4 && t.Versions[3].Accepted
 	for _, g := range groups {
 		if !tls13 {
-			t.Groups = append(t.Groups, Support{Name: groupName(g), Inconclusive: true, Detail: "TLS 1.3 not accepted"})
+			t.Groups = append(t.Groups, Support{Name: smtp.GroupName(g), Inconclusive: true, Detail: "TLS 1.3 not accepted"})
 			continue
 		}
 		cfg := p.config()
 		cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS13, tls.VersionTLS13
 		cfg.CurvePreferences = []tls.CurveID{g}
-		t.Groups = append(t.Groups, p.try(ctx, groupName(g), cfg, func(st tls.ConnectionState) error {
+		t.Groups = append(t.Groups, p.try(ctx, smtp.GroupName(g), cfg, func(st tls.ConnectionState) error {
 			if st.CurveID != g {
-				return fmt.Errorf("negotiated %s instead", groupName(st.CurveID))
+				return fmt.Errorf("negotiated %s instead", smtp.GroupName(st.CurveID))
 			}
 			return nil
 		}))
@@ -144,7 +130,7 @@ func (p *prober) defaultSession(ctx context.Context, t *TLSReport) {
 	defer s.quit()
 	t.Version = tls.VersionName(st.Version)
 	t.CipherSuite = tls.CipherSuiteName(st.CipherSuite)
-	t.Group = groupName(st.CurveID)
+	t.Group = smtp.GroupName(st.CurveID)
 	now := p.opts.Now()
 	for _, c := range st.PeerCertificates {
 		t.Certificates = append(t.Certificates, describeCert(c, now))
