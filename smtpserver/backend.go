@@ -57,6 +57,40 @@ type Session interface {
 	Close() error
 }
 
+// AuthSession is a Session that can authenticate clients: SMTP AUTH (RFC
+// 4954) is advertised and accepted only when the Session implements it,
+// and only once TLS is active (STARTTLS done, or implicit TLS). Before TLS
+// AUTH is not advertised and is answered "538 5.7.11 Encryption required for
+// requested authentication mechanism" (or "530 5.7.0" on a RequireTLS
+// listener); no option allows it in plaintext.
+//
+// The server runs the SASL exchange (PLAIN, RFC 4616, and LOGIN) itself and
+// calls Auth once per attempt with the decoded credentials. mech is "PLAIN"
+// or "LOGIN"; identity is the PLAIN authorization identity (authzid), ""
+// for LOGIN or when the client sent none; the server has already refused
+// one that differs from username, so it is "" or equal to username.
+// username is the authentication identity (authcid): non-empty UTF-8
+// without control characters. password is non-empty; the server clears it
+// when Auth returns, so Auth must not keep it. Auth should compare in
+// constant time, or with a slow hash (bcrypt, argon2id), and behave alike
+// for unknown users and wrong passwords.
+//
+// A nil result authenticates the client as username (Conn.AuthUser) for the
+// rest of the session: "235 2.7.0 Authentication successful". A returned
+// *smtp.Error becomes the reply exactly; a 5xx one (use 535 5.7.8
+// "Authentication credentials invalid", or 534 5.7.9) counts as a failed
+// attempt for the per-client limit (Options.MaxAuthFailures) and is delayed
+// by Options.AuthFailureDelay. Any other error is logged and answered "454
+// 4.7.0" (a temporary failure, RFC 4954 §6), which is not counted.
+//
+// Auth is called from the connection's goroutine, like the Session's other
+// methods. The server never logs the password or the base64 exchange; it
+// logs the user name and the outcome.
+type AuthSession interface {
+	Session
+	Auth(ctx context.Context, mech, identity, username string, password []byte) error
+}
+
 // BodyType is the MAIL BODY parameter (RFC 6152).
 type BodyType string
 

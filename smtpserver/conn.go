@@ -20,12 +20,13 @@ import (
 
 // Command line limits. RFC 5321 §4.5.3.1.4 sets 512 octets with CRLF;
 // SMTP extensions may add to it for MAIL and RCPT parameters, for which we
-// allow maxParamLine. Lines longer than readLimit are read through and
-// refused without being kept.
+// allow maxParamLine, and for AUTH (RFC 4954 §4), for which we allow
+// maxAuthLine plus CRLF. Lines longer than readLimit are read through and
+// refused without being kept; readLimit is also the read buffer's size.
 const (
 	maxCommandLine = 512
 	maxParamLine   = 1024
-	readLimit      = 4096
+	readLimit      = maxAuthLine + 2
 )
 
 // conn is the server side of one connection. Everything in it is owned by
@@ -48,6 +49,7 @@ type conn struct {
 	tlsState  *tls.ConnectionState
 	helo      string
 	esmtp     bool
+	authUser  string // the AUTH user name; "" when not authenticated
 	sess      Session
 	tx        *transaction
 	bdat      *bdatState
@@ -251,8 +253,11 @@ func (c *conn) command(ctx context.Context) error {
 		c.closeWhy = "HTTP verb"
 		return errClose
 	}
-	if lineErr == nil && len(line)+2 > maxCommandLine && !(len(line)+2 <= maxParamLine && (verb == "MAIL" || verb == "RCPT")) {
+	if lineErr == nil && len(line)+2 > maxCommandLine && !(len(line)+2 <= maxParamLine && (verb == "MAIL" || verb == "RCPT")) && verb != "AUTH" {
 		lineErr = errLineTooLong
+	}
+	if lineErr == errLineTooLong && verb == "AUTH" {
+		lineErr = errAuthLineLength // RFC 4954 §4: over maxAuthLine
 	}
 	if lineErr != nil {
 		if verb == "BDAT" {
@@ -305,13 +310,19 @@ func (c *conn) readCommand() (string, error) {
 			return "", err
 		}
 	}
+	return c.readLine(readLimit)
+}
+
+// readLine reads one line of at most limit octets (CRLF included) within
+// CommandTimeout; a shutdown ends the wait with errShuttingDown.
+func (c *conn) readLine(limit int) (string, error) {
 	_ = c.raw.SetReadDeadline(time.Now().Add(c.s.opts.CommandTimeout))
 	c.idle.Store(true)
 	defer c.idle.Store(false)
 	if c.shutdown.Load() {
 		return "", errShuttingDown
 	}
-	line, err := wire.ReadLine(c.r, readLimit)
+	line, err := wire.ReadLine(c.r, limit)
 	if err != nil && c.shutdown.Load() && isTimeout(err) {
 		return "", errShuttingDown
 	}
@@ -422,6 +433,7 @@ func (c *conn) resetSession(ctx context.Context) error {
 	c.tx = nil
 	c.helo = ""
 	c.esmtp = false
+	c.authUser = "" // S-AUTH-01
 	if c.sess != nil {
 		if err := c.sess.Close(); err != nil {
 			c.log.Warn("session close", "err", err)
@@ -467,7 +479,7 @@ var handlers = map[string]handler{
 	"VRFY":     {fn: (*conn).handleVRFY},
 	"EXPN":     {fn: notImplemented},
 	"HELP":     {fn: (*conn).handleHELP},
-	"AUTH":     {fn: notImplemented},
+	"AUTH":     {fn: (*conn).handleAUTH},
 	"ETRN":     {fn: notImplemented},
 	"TURN":     {fn: notImplemented},
 	"ATRN":     {fn: notImplemented},
@@ -502,6 +514,11 @@ func (p *Conn) TLS() *tls.ConnectionState { return p.c.tlsState }
 // Hello returns the EHLO or HELO argument and whether it was EHLO; empty
 // before the client greeted (again, after STARTTLS).
 func (p *Conn) Hello() (name string, esmtp bool) { return p.c.helo, p.c.esmtp }
+
+// AuthUser is the user name the client authenticated as with AUTH (RFC
+// 4954), as it sent it; "" when it did not authenticate in this session.
+// It is forgotten at STARTTLS, with the Session.
+func (p *Conn) AuthUser() string { return p.c.authUser }
 
 // Logger is the connection's logger (with its ID and peer).
 func (p *Conn) Logger() *slog.Logger { return p.c.log }

@@ -6,7 +6,9 @@
 // drains connections gracefully, ServeConn serves one connection (tests,
 // fuzzing). Extensions: PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME
 // (RFC 6152), ENHANCEDSTATUSCODES (RFC 2034, codes of RFC 3463), SMTPUTF8
-// (RFC 6531), CHUNKING (RFC 3030) and STARTTLS (RFC 3207). The Received
+// (RFC 6531), CHUNKING (RFC 3030), STARTTLS (RFC 3207) and AUTH (RFC 4954:
+// PLAIN and LOGIN, only under TLS, for a backend whose Session implements
+// AuthSession; failed attempts limited per client address). The Received
 // header it builds (Conn.Received) follows RFC 5321 §4.4 with the protocol
 // types of RFC 3848 and the tls clause of RFC 8314 §4.3.
 //

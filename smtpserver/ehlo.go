@@ -61,7 +61,7 @@ func (c *conn) handleEHLO(ctx context.Context, arg string) error {
 	}
 	c.rset(ctx)
 	c.helo, c.esmtp = name, true
-	lines := make([]string, 0, 9)
+	lines := make([]string, 0, 10)
 	lines = append(lines,
 		c.s.opts.Hostname+" greets "+name,
 		"PIPELINING",
@@ -71,6 +71,10 @@ func (c *conn) handleEHLO(ctx context.Context, arg string) error {
 		"SMTPUTF8",
 		"CHUNKING",
 	)
+	// RFC 4954 §4 with RFC 3207 §4.2: AUTH only under TLS (S-SUB-04).
+	if c.authOffered() {
+		lines = append(lines, "AUTH "+authMechanisms)
+	}
 	// RFC 3207 §4.2: never advertised once TLS is active.
 	if c.tlsState == nil && c.tlsOffered() {
 		lines = append(lines, "STARTTLS")

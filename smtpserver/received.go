@@ -21,15 +21,17 @@ import (
 //
 // The from clause is the client's EHLO name and its address literal (no
 // reverse DNS lookup is made). The with clause is the RFC 3848 protocol type: SMTP, ESMTP, ESMTPS or
-// ESMTPSA (TLS plus authentication; auth reports whether the client
-// authenticated), and UTF8SMTP* when SMTPUTF8 was used (RFC 6531 §3.7.3).
+// ESMTPSA (TLS plus AUTH: Conn.AuthUser is not empty; AUTH is never
+// accepted without TLS, so ESMTPA does not occur), and UTF8SMTP* when
+// SMTPUTF8 was used (RFC 6531 §3.7.3). The authenticated user name is never
+// written (requirement S-RCV-04).
 // The tls clause is RFC 8314 §4.3's, with the cipher suite; the comment
 // before it adds the TLS version and the key-exchange group, so a reader can
 // tell a post-quantum (X25519MLKEM768) session from a classical one. The
 // "for" clause names the recipient only when there is exactly one, so that
 // one recipient's copy does not disclose the others. Call it from
 // Session.Data.
-func (p *Conn) Received(id string, auth bool) string {
+func (p *Conn) Received(id string) string {
 	c := p.c
 	var b strings.Builder
 	b.Grow(256)
@@ -52,7 +54,7 @@ func (p *Conn) Received(id string, auth bool) string {
 	b.WriteString(")\r\n\tby ")
 	b.WriteString(c.s.opts.Hostname)
 	b.WriteString(" (Petrel) with ")
-	b.WriteString(p.protocol(auth))
+	b.WriteString(p.protocol())
 	if id != "" {
 		b.WriteString(" id ")
 		b.WriteString(id)
@@ -83,7 +85,7 @@ func (p *Conn) Received(id string, auth bool) string {
 }
 
 // protocol is the RFC 3848 / RFC 6531 "with" value.
-func (p *Conn) protocol(auth bool) string {
+func (p *Conn) protocol() string {
 	c := p.c
 	proto := "SMTP"
 	if c.esmtp {
@@ -94,7 +96,7 @@ func (p *Conn) protocol(auth bool) string {
 		if c.tlsState != nil {
 			proto += "S"
 		}
-		if auth {
+		if c.authUser != "" {
 			proto += "A"
 		}
 	}

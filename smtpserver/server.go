@@ -86,7 +86,26 @@ type Options struct {
 	// transfer: DataTimeout plus one second per MinDataRate octets.
 	MinDataRate int64
 
-	// Now returns the time for Received headers; nil is time.Now.
+	// MaxAuthFailures failed AUTH attempts (a 535 or other 5xx from
+	// AuthSession.Auth) from one client, an IPv4 address or an IPv6 /64,
+	// within AuthFailureWindow make every further AUTH from it, on any
+	// connection, "454 4.7.0 Too many authentication failures", without
+	// asking the backend, until the oldest failure leaves the window.
+	// Zero values take DefaultMaxAuthFailures (5) and
+	// DefaultAuthFailureWindow (5 minutes). Ignored when AuthLimiter is
+	// set.
+	MaxAuthFailures   int
+	AuthFailureWindow time.Duration
+	// AuthLimiter, when set, is shared with other Servers so that failed
+	// AUTH attempts count across listeners (587 and 465).
+	AuthLimiter *AuthLimiter
+	// AuthFailureDelay is waited before each failed AUTH attempt is
+	// answered (zero: DefaultAuthFailureDelay, 1 s); negative means none
+	// (for tests).
+	AuthFailureDelay time.Duration
+
+	// Now returns the time for Received headers and for counting failed
+	// AUTH attempts; nil is time.Now.
 	Now func() time.Time
 }
 
@@ -102,7 +121,8 @@ type Server struct {
 	idSeq   atomic.Uint64
 	closing atomic.Bool
 
-	limiter *ConnLimiter
+	limiter     *ConnLimiter
+	authLimiter *AuthLimiter
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -136,6 +156,7 @@ func New(opts Options) (*Server, error) {
 	setDefault(&opts.DataTimeout, DefaultDataTimeout)
 	setDefault(&opts.HandshakeTimeout, DefaultHandshakeTimeout)
 	setDefault(&opts.MinDataRate, DefaultMinDataRate)
+	setDefault(&opts.AuthFailureDelay, DefaultAuthFailureDelay)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -155,14 +176,19 @@ func New(opts Options) (*Server, error) {
 	if limiter == nil {
 		limiter = NewConnLimiter(opts.MaxConns, opts.MaxConnsPerIP)
 	}
+	authLimiter := opts.AuthLimiter
+	if authLimiter == nil {
+		authLimiter = NewAuthLimiter(opts.MaxAuthFailures, opts.AuthFailureWindow)
+	}
 	return &Server{
-		opts:      opts,
-		limiter:   limiter,
-		log:       log,
-		hs:        newHandshakeLimiter(opts.MaxHandshakes, opts.MaxHandshakesPerIP),
-		idBase:    hex.EncodeToString(rnd[:]),
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
+		opts:        opts,
+		limiter:     limiter,
+		authLimiter: authLimiter,
+		log:         log,
+		hs:          newHandshakeLimiter(opts.MaxHandshakes, opts.MaxHandshakesPerIP),
+		idBase:      hex.EncodeToString(rnd[:]),
+		listeners:   make(map[net.Listener]struct{}),
+		conns:       make(map[*conn]struct{}),
 	}, nil
 }
 

@@ -667,7 +667,7 @@ type probeSession struct {
 
 func (s *probeSession) Data(ctx context.Context, r io.Reader) error {
 	_ = s.c.TLS()
-	_ = s.c.Received("probe", false)
+	_ = s.c.Received("probe")
 	return s.Session.Data(ctx, r)
 }
 

@@ -22,6 +22,27 @@ var transcriptCases = map[string]struct {
 }{
 	"submission_require_tls.txt": {opts: func(o *smtpserver.Options) { o.RequireTLS = true }},
 	"three_bad_commands.txt":     {opts: func(o *smtpserver.Options) { o.MaxErrors = 3 }},
+	// AUTH (RFC 4954): the backend knows alice, password "correct horse".
+	"auth_plain.txt":           {opts: transcriptAuth},
+	"auth_plain_challenge.txt": {opts: transcriptAuth},
+	"auth_login.txt":           {opts: transcriptAuth},
+	"auth_errors.txt":          {opts: transcriptAuth},
+	"auth_injection.txt":       {opts: transcriptAuth},
+	"auth_require_tls.txt": {opts: func(o *smtpserver.Options) {
+		transcriptAuth(o)
+		o.RequireTLS = true
+	}},
+	"auth_implicit_tls.txt": {opts: func(o *smtpserver.Options) {
+		transcriptAuth(o)
+		o.ImplicitTLS = true
+	}},
+}
+
+// transcriptAuth makes the test backend authenticate alice (AUTH is then
+// offered under TLS), without the delay after a failure.
+func transcriptAuth(o *smtpserver.Options) {
+	o.Backend.(*smtptest.Backend).Users = map[string]string{"alice": "correct horse"}
+	o.AuthFailureDelay = -1
 }
 
 func TestTranscripts(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -85,6 +86,7 @@ type Message struct {
 	Data     []byte
 	TLS      bool
 	Hello    string
+	AuthUser string // Conn.AuthUser: "" unless the client authenticated
 	Received string // the Received header the server would add
 }
 
@@ -96,11 +98,25 @@ type Backend struct {
 	RejectRcpt func(to smtp.Path) error
 	// DataErr, when set, is returned by Data after reading the message.
 	DataErr func() error
+	// Users, when not nil, makes the sessions smtpserver.AuthSessions, so
+	// that the server offers AUTH (under TLS): a user name and its
+	// password. Nil (the default) leaves AUTH unimplemented.
+	Users map[string]string
+	// AuthErr, when set, is called by Auth first; a non-nil result is
+	// returned instead of checking Users.
+	AuthErr func(username string) error
 
 	mu       sync.Mutex
 	msgs     []Message
 	sessions int
 	closed   int
+	auths    []AuthAttempt
+}
+
+// AuthAttempt is one call of Auth.
+type AuthAttempt struct {
+	Mech, Identity, Username string
+	OK                       bool
 }
 
 // NewSession implements smtpserver.Backend.
@@ -108,7 +124,44 @@ func (b *Backend) NewSession(_ context.Context, c *smtpserver.Conn) (smtpserver.
 	b.mu.Lock()
 	b.sessions++
 	b.mu.Unlock()
-	return &session{b: b, c: c}, nil
+	s := &session{b: b, c: c}
+	if b.Users != nil {
+		return &authSession{s}, nil
+	}
+	return s, nil
+}
+
+// AuthAttempts returns the Auth calls so far (the passwords are not kept).
+func (b *Backend) AuthAttempts() []AuthAttempt {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]AuthAttempt(nil), b.auths...)
+}
+
+// errAuthInvalid is RFC 4954 §6's reply for wrong credentials.
+var errAuthInvalid = &smtp.Error{Code: smtp.C535AuthInvalid, Enhanced: smtp.EnhancedCode{Class: 5, Subject: 7, Detail: 8},
+	Message: "Authentication credentials invalid"}
+
+// authSession is a session of a Backend with Users.
+type authSession struct{ *session }
+
+// Auth implements smtpserver.AuthSession: the password must be Users'
+// for username (compared in constant time).
+func (s *authSession) Auth(_ context.Context, mech, identity, username string, password []byte) error {
+	var err error
+	if s.b.AuthErr != nil {
+		err = s.b.AuthErr(username)
+	}
+	if err == nil {
+		want, ok := s.b.Users[username]
+		if !ok || subtle.ConstantTimeCompare([]byte(want), password) != 1 {
+			err = errAuthInvalid
+		}
+	}
+	s.b.mu.Lock()
+	s.b.auths = append(s.b.auths, AuthAttempt{Mech: mech, Identity: identity, Username: username, OK: err == nil})
+	s.b.mu.Unlock()
+	return err
 }
 
 // Messages returns the messages accepted so far.
@@ -163,7 +216,8 @@ func (s *session) Data(_ context.Context, r io.Reader) error {
 	m.Data = buf.Bytes()
 	m.TLS = s.c.TLS() != nil
 	m.Hello, _ = s.c.Hello()
-	m.Received = s.c.Received("test", false)
+	m.AuthUser = s.c.AuthUser()
+	m.Received = s.c.Received("test")
 	s.b.mu.Lock()
 	s.b.msgs = append(s.b.msgs, m)
 	s.b.mu.Unlock()

@@ -107,7 +107,7 @@ func (s *session) Rcpt(_ context.Context, to smtp.Path, _ *smtpserver.RcptOption
 
 func (s *session) Data(ctx context.Context, r io.Reader) error {
 	id := NewID(time.Now())
-	msg := io.MultiReader(strings.NewReader(s.c.Received(id, false)), r)
+	msg := io.MultiReader(strings.NewReader(s.c.Received(id)), r)
 	_, size, err := s.b.store.Deliver(ctx, s.mailboxes, msg)
 	if err != nil {
 		var se *smtp.Error
