@@ -4,9 +4,10 @@
 //	petrel serve [flags]    run the daemon (see petrel serve -h)
 //	petrel send [flags]     send a message and show what happened (a swaks for Petrel)
 //	petrel check TARGET     probe the STARTTLS security of a domain's MX hosts or of a host
+//	petrel user CMD [NAME]  add, delete and list the users who may authenticate
 //	petrel version          print the version
 //
-// The other tools (queue, user, bench) arrive with later work.
+// The other tools (queue, bench) arrive with later work.
 package main
 
 import (
@@ -26,6 +27,8 @@ Usage:
   petrel serve [flags]   run the SMTP server (petrel serve -h for flags)
   petrel send [flags]    send a message and show what happened (petrel send -h)
   petrel check TARGET    probe the STARTTLS security of a domain or host (petrel check -h)
+  petrel user add|passwd|del NAME, petrel user list
+                         manage the users who may authenticate (petrel user -h)
   petrel version         print the version
 `
 
@@ -49,6 +52,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return send(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "check":
 		return check(ctx, args[1:], stdout, stderr)
+	case "user":
+		return user(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "petrel", version)
 		return 0
