@@ -1,0 +1,264 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Body implements Queue.
+func (s *Spool) Body(ctx context.Context, id string) (io.ReadCloser, error) {
+	if err := s.check(false); err != nil {
+		return nil, err
+	}
+	if !ValidID(id) {
+		return nil, ErrNotFound
+	}
+	f, err := os.Open(s.bodyPath(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	return f, nil
+}
+
+// Get implements Queue.
+func (s *Spool) Get(ctx context.Context, id string) (Message, error) {
+	if err := s.check(false); err != nil {
+		return Message{}, err
+	}
+	if !ValidID(id) {
+		return Message{}, ErrNotFound
+	}
+	return s.readState(id)
+}
+
+// List implements Queue. A state file that cannot be read is logged and
+// skipped (Open sets it aside).
+func (s *Spool) List(ctx context.Context) ([]Message, error) {
+	if err := s.check(false); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(s.msgDir)
+	if err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	var out []Message
+	for _, ent := range ents {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		id, ext, _ := strings.Cut(ent.Name(), ".")
+		if ext != "json" || !ValidID(id) {
+			continue
+		}
+		m, err := s.readState(id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			s.log.Error("queue: message unreadable", "id", id, "err", err)
+			continue
+		}
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b Message) int {
+		if c := a.Received.Compare(b.Received); c != 0 {
+			return c
+		}
+		return compareStrings(a.ID, b.ID)
+	})
+	return out, nil
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Flush implements Queue. An attached process leaves a hint for the owner.
+func (s *Spool) Flush(ctx context.Context, id string) error {
+	if err := s.check(false); err != nil {
+		return err
+	}
+	if id != "" && !ValidID(id) {
+		return ErrNotFound
+	}
+	if !s.owner {
+		if id == "" {
+			return s.mark("flush.all")
+		}
+		if _, err := os.Stat(s.statePath(id)); errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		return s.mark("flush." + id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id == "" {
+		for _, e := range s.idx {
+			s.flush(e)
+		}
+	} else {
+		e := s.idx[id]
+		if e == nil {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		s.flush(e)
+	}
+	s.signal()
+	return nil
+}
+
+// flush makes e due at once. s.mu must be held.
+func (s *Spool) flush(e *entry) {
+	if !e.has {
+		return
+	}
+	e.flush = true
+	e.due = time.Time{}
+	s.place(e)
+}
+
+// bounceReply is the LastReply of a recipient bounced with Bounce.
+const bounceReply = "554 5.0.0 Returned to the sender by the postmaster"
+
+// Bounce implements Queue.
+func (s *Spool) Bounce(ctx context.Context, id string) error {
+	if err := s.check(false); err != nil {
+		return err
+	}
+	m, act, err := s.mutate(ctx, id, func(m *Message) (action, error) {
+		act := keep
+		for i := range m.Rcpts {
+			r := &m.Rcpts[i]
+			if r.State == Pending || r.State == Deferred {
+				r.State = Failed
+				r.NextAttempt = time.Time{}
+				r.LastReply = bounceReply
+				r.RemoteMTA = ""
+				act = rewrite
+			}
+		}
+		return act, nil
+	})
+	if err != nil {
+		s.resync(id, err)
+		return err
+	}
+	return s.changed(id, &m, act)
+}
+
+// Delete implements Queue.
+func (s *Spool) Delete(ctx context.Context, id string) error {
+	if err := s.check(false); err != nil {
+		return err
+	}
+	m, act, err := s.mutate(ctx, id, func(*Message) (action, error) { return remove, nil })
+	if err != nil {
+		s.resync(id, err)
+		return err
+	}
+	return s.changed(id, &m, act)
+}
+
+// changed tells the index (owner) or the owner (attached) of a change made
+// by Bounce or Delete.
+func (s *Spool) changed(id string, m *Message, act action) error {
+	if !s.owner {
+		if err := s.mark("reload." + id); err != nil {
+			return fmt.Errorf("queue: %s changed, but the owner was not told: %w", id, err)
+		}
+		return nil
+	}
+	s.mu.Lock()
+	s.note(id, m, act)
+	s.mu.Unlock()
+	s.signal()
+	return nil
+}
+
+// resync brings the owner's index back in line with the disk after a
+// change failed with err (it may have happened on disk all the same).
+func (s *Spool) resync(id string, err error) {
+	if !s.owner || !ValidID(id) {
+		return
+	}
+	if errors.Is(err, ErrNotFound) {
+		s.mu.Lock()
+		s.drop(id)
+		s.mu.Unlock()
+		return
+	}
+	s.reload(id)
+}
+
+// mark leaves a hint for the owner in notify/. Hints need no fsync: after
+// a crash the owner reloads everything anyway.
+func (s *Spool) mark(name string) error {
+	f, err := os.OpenFile(filepath.Join(s.notifyDir, name), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	return f.Close()
+}
+
+// processMarkers acts on the hints in notify/. Each hint is removed before
+// the state it points to is read, and an attached process writes the state
+// before the hint, so no change is missed.
+func (s *Spool) processMarkers() {
+	ents, err := os.ReadDir(s.notifyDir)
+	if err != nil {
+		s.log.Error("queue: reading hints", "err", err)
+		return
+	}
+	for _, ent := range ents {
+		name := ent.Name()
+		if err := os.Remove(filepath.Join(s.notifyDir, name)); err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				s.log.Error("queue: removing hint", "err", err)
+			}
+			continue
+		}
+		kind, id, _ := strings.Cut(name, ".")
+		switch {
+		case kind == "flush" && id == "all":
+			_ = s.Flush(context.Background(), "")
+		case kind == "flush" && ValidID(id):
+			_ = s.Flush(context.Background(), id)
+		case kind == "reload" && ValidID(id):
+			s.reload(id)
+		default:
+			s.log.Warn("queue: unknown hint removed", "name", name)
+		}
+	}
+}
+
+// reload re-reads the state of message id into the index.
+func (s *Spool) reload(id string) {
+	m, err := s.readState(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case errors.Is(err, ErrNotFound):
+		s.drop(id)
+	case err != nil:
+		s.log.Error("queue: message unreadable", "id", id, "err", err)
+	default:
+		s.note(id, &m, keep)
+	}
+}
