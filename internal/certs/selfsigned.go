@@ -28,6 +28,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/petrel-mta/petrel/internal/safeio"
 )
 
 // File names used by EnsureSelfSigned inside its directory.
@@ -75,10 +77,10 @@ func EnsureSelfSigned(dir string, hostnames []string, now time.Time) (certFile, 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", "", false, fmt.Errorf("certs: %w", err)
 	}
-	if err := writeFileAtomic(keyFile, keyPEM, 0o600); err != nil {
+	if err := writeCertFile(keyFile, keyPEM, 0o600); err != nil {
 		return "", "", false, err
 	}
-	if err := writeFileAtomic(certFile, certPEM, 0o644); err != nil {
+	if err := writeCertFile(certFile, certPEM, 0o644); err != nil {
 		return "", "", false, err
 	}
 	return certFile, keyFile, true, nil
@@ -154,47 +156,10 @@ func generate(hostnames []string, now time.Time) (certPEM, keyPEM []byte, err er
 	return certPEM, keyPEM, nil
 }
 
-// writeFileAtomic writes data to path so that path holds either its old
-// content or all of data, even after a crash: it writes a temporary file in
-// the same directory, fsyncs it, renames it over path and fsyncs the
-// directory.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
+// writeCertFile writes a PEM file atomically and durably.
+func writeCertFile(path string, data []byte, perm fs.FileMode) error {
+	if err := safeio.WriteFile(path, data, perm); err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			err = fmt.Errorf("certs: writing %s: %w", path, err)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }

@@ -30,6 +30,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/petrel-mta/petrel/internal/safeio"
 )
 
 // spoolDir is the directory under the root that holds messages being
@@ -200,7 +202,7 @@ func (s *Store) Deliver(ctx context.Context, mailboxes []string, msg io.Reader) 
 		linked = append(linked, dst)
 	}
 	for _, d := range dirs {
-		if err := syncDir(filepath.Join(d, "new")); err != nil {
+		if err := safeio.SyncDir(filepath.Join(d, "new")); err != nil {
 			return "", 0, fmt.Errorf("maildir: %w", err)
 		}
 	}
@@ -290,10 +292,10 @@ func (s *Store) ensureMailbox(dir string) error {
 			return err
 		}
 	}
-	if err := syncDir(dir); err != nil {
+	if err := safeio.SyncDir(dir); err != nil {
 		return fmt.Errorf("maildir: %w", err)
 	}
-	if err := syncDir(s.root); err != nil {
+	if err := safeio.SyncDir(s.root); err != nil {
 		return fmt.Errorf("maildir: %w", err)
 	}
 	s.durable.Store(dir, true)
@@ -315,15 +317,6 @@ func mkdir(dir string) (bool, error) {
 	default:
 		return false, fmt.Errorf("maildir: %w", err)
 	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Cleanup removes the spool files last modified more than olderThan ago:

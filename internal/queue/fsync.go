@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"sync"
+
+	"github.com/petrel-mta/petrel/internal/safeio"
 )
 
 // groupSync fsyncs one directory on behalf of many goroutines: each caller
@@ -27,7 +29,7 @@ type groupSync struct {
 }
 
 func newGroupSync(dir string) *groupSync {
-	g := &groupSync{dir: dir, syncFn: syncDir}
+	g := &groupSync{dir: dir, syncFn: safeio.SyncDir}
 	g.cond.L = &g.mu
 	return g
 }
@@ -63,15 +65,6 @@ func (g *groupSync) sync() error {
 		return fmt.Errorf("queue: %w", g.failErr)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // writeFileSync creates the new file path (it must not exist), writes data

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/petrel-mta/petrel/internal/safeio"
 )
 
 // recover brings the spool back to a consistent state after a crash, and
@@ -139,7 +141,7 @@ func (s *Spool) quarantine(id string) error {
 		return fmt.Errorf("queue: %w", err)
 	}
 	if made {
-		if err := syncDir(s.dir); err != nil {
+		if err := safeio.SyncDir(s.dir); err != nil {
 			return fmt.Errorf("queue: %w", err)
 		}
 	}
@@ -150,7 +152,7 @@ func (s *Spool) quarantine(id string) error {
 			return fmt.Errorf("queue: %w", err)
 		}
 	}
-	if err := syncDir(dir); err != nil {
+	if err := safeio.SyncDir(dir); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
 	return nil

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/petrel-mta/petrel/internal/safeio"
 )
 
 // Spool is the embedded Queue: a directory on local disk (data_dir/queue).
@@ -242,7 +244,7 @@ func (s *Spool) create() error {
 		return err
 	}
 	if made {
-		if err := syncDir(filepath.Dir(s.dir)); err != nil {
+		if err := safeio.SyncDir(filepath.Dir(s.dir)); err != nil {
 			return err
 		}
 	}
@@ -260,7 +262,7 @@ func (s *Spool) create() error {
 	}
 	f.Close()
 	if created {
-		return syncDir(s.dir)
+		return safeio.SyncDir(s.dir)
 	}
 	return nil
 }

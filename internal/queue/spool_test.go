@@ -14,6 +14,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/petrel-mta/petrel/internal/safeio"
 )
 
 // fakeClock is the injected clock of the tests.
@@ -264,7 +266,7 @@ func TestGroupCommit(t *testing.T) {
 	// A slow disk, so that Puts pile up behind one fsync.
 	s.gsync.syncFn = func(dir string) error {
 		time.Sleep(2 * time.Millisecond)
-		return syncDir(dir)
+		return safeio.SyncDir(dir)
 	}
 	const goroutines, each = 16, 10
 	var wg sync.WaitGroup

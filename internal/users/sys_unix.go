@@ -43,16 +43,3 @@ func keepOwner(f *os.File, old fs.FileInfo) error {
 	}
 	return f.Chown(int(st.Uid), int(st.Gid))
 }
-
-// syncDir fsyncs a directory, making a rename in it durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}

@@ -31,6 +31,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+
+	"github.com/petrel-mta/petrel/internal/safeio"
 )
 
 // Password bounds. The lower one is NIST SP 800-63B's minimum; the upper one
@@ -298,7 +300,7 @@ func writeAtomic(path string, data []byte, old fs.FileInfo) (err error) {
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return safeio.SyncDir(dir)
 }
 
 // Verify reports whether password is name's password. The name is
