@@ -5,9 +5,10 @@
 //	petrel send [flags]     send a message and show what happened (a swaks for Petrel)
 //	petrel check TARGET     probe the STARTTLS security of a domain's MX hosts or of a host
 //	petrel user CMD [NAME]  add, delete and list the users who may authenticate
+//	petrel queue CMD [ID]   list, show, flush, delete and bounce queued messages
 //	petrel version          print the version
 //
-// The other tools (queue, bench) arrive with later work.
+// The other tools (bench) arrive with later work.
 package main
 
 import (
@@ -29,6 +30,8 @@ Usage:
   petrel check TARGET    probe the STARTTLS security of a domain or host (petrel check -h)
   petrel user add|passwd|del NAME, petrel user list
                          manage the users who may authenticate (petrel user -h)
+  petrel queue list|show ID|flush [ID]|delete ID|bounce ID
+                         look at and act on the mail queue, like mailq (petrel queue -h)
   petrel version         print the version
 `
 
@@ -54,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return check(ctx, args[1:], stdout, stderr)
 	case "user":
 		return user(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "queue":
+		return queueCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "petrel", version)
 		return 0
