@@ -20,6 +20,7 @@ import (
 	"github.com/petrel-mta/petrel/internal/config"
 	"github.com/petrel-mta/petrel/internal/maildir"
 	"github.com/petrel-mta/petrel/internal/relay"
+	"github.com/petrel-mta/petrel/internal/users"
 	"github.com/petrel-mta/petrel/smtpserver"
 )
 
@@ -152,7 +153,18 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	if err := md.Cleanup(time.Hour); err != nil {
 		log.Warn("maildir spool cleanup", "err", err)
 	}
-	backend := relay.New(relay.Options{Domains: cfg.Domains, Store: md, Log: log})
+	usersFile := cfg.Auth.UsersFile
+	if usersFile == "" {
+		usersFile = users.DefaultPath(cfg.DataDir)
+	}
+	userDB, err := users.Open(usersFile)
+	if err != nil {
+		return fmt.Errorf("cannot read the users file: %w (fix it, or manage it with petrel user)", err)
+	}
+	log.Info("users loaded", "file", usersFile, "users", len(userDB.List()))
+	backend := relay.New(relay.Options{Domains: cfg.Domains, Store: md, Log: log,
+		Users: userDB, AuthListeners: []string{"submission", "submissions"}})
+	authLimiter := smtpserver.NewAuthLimiter(smtpserver.DefaultMaxAuthFailures, smtpserver.DefaultAuthFailureWindow)
 	tlsConfig := store.TLSConfig()
 	limiter := smtpserver.NewConnLimiter(cfg.Limits.MaxConnections, cfg.Limits.MaxConnectionsPerIP)
 
@@ -196,6 +208,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 			MaxRecipients:    cfg.Limits.MaxRecipients,
 			MaxErrors:        cfg.Limits.MaxErrors,
 			ConnLimiter:      limiter,
+			AuthLimiter:      authLimiter,
 			MaxHandshakes:    cfg.Limits.MaxTLSHandshakes,
 			CommandTimeout:   cfg.Timeouts.Command.Duration,
 			DataTimeout:      cfg.Timeouts.Data.Duration,
@@ -236,6 +249,11 @@ loop:
 		case <-hup:
 			if err := store.Reload(); err != nil {
 				log.Error("certificate reload failed; keeping the current certificate", "err", err)
+			}
+			if err := userDB.Reload(); err != nil {
+				log.Error("users file reload failed; keeping the current users", "err", err)
+			} else {
+				log.Info("users reloaded", "file", usersFile, "users", len(userDB.List()))
 			}
 		case runErr = <-serveErr:
 			break loop

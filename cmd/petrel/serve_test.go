@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/petrel-mta/petrel/internal/certs"
+	"github.com/petrel-mta/petrel/internal/users"
 )
 
 // syncBuffer is a bytes.Buffer safe for the daemon's logger and the test.
@@ -330,4 +331,90 @@ func TestServeSIGHUPReloadsCertificate(t *testing.T) {
 
 func certsEnsure(dir string) (string, string, bool, error) {
 	return certs.EnsureSelfSigned(dir, []string{"mx.test"}, time.Now())
+}
+
+// TestServeAuth: AUTH on the submission listener with a user from the
+// users file (`petrel user add`), only inside TLS (RFC 4954 §4); never on the
+// MX; the message is recorded `with ESMTPSA` (RFC 3848) without the user
+// name; a wrong password gets 535 5.7.8.
+func TestServeAuth(t *testing.T) {
+	dir := t.TempDir()
+	db, err := users.Open(users.DefaultPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Add("alice@example.test", []byte("correct horse battery")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Save(); err != nil {
+		t.Fatal(err)
+	}
+	addrs, stderr, _ := daemon(t, loopbackArgs(dir)...)
+	clientTLS := trust(t, filepath.Join(dir, "tls", "cert.pem"))
+
+	// Submission: no AUTH before TLS, AUTH inside it.
+	c, err := smtp.Dial(addrs["submission"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := c.Extension("AUTH"); ok {
+		t.Error("AUTH advertised before STARTTLS (RFC 4954 §4, S-SUB-04)")
+	}
+	if err := c.StartTLS(clientTLS); err != nil {
+		t.Fatal(err)
+	}
+	if ok, mechs := c.Extension("AUTH"); !ok || !strings.Contains(mechs, "PLAIN") {
+		t.Fatalf("AUTH not advertised inside TLS: %q", mechs)
+	}
+	if err := c.Auth(smtp.PlainAuth("", "alice@example.test", "wrong password", "127.0.0.1")); err == nil || !strings.Contains(err.Error(), "5.7.8") {
+		t.Errorf("wrong password: %v, want 535 5.7.8", err)
+	}
+	// net/smtp quits after a failed AUTH: a new connection.
+	if c, err = smtp.Dial(addrs["submission"]); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartTLS(clientTLS); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Auth(smtp.PlainAuth("", "alice@example.test", "correct horse battery", "127.0.0.1")); err != nil {
+		t.Fatalf("AUTH: %v; stderr:\n%s", err, stderr)
+	}
+	if err := c.Mail("alice@example.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("bob@localhost"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(w, "Subject: authenticated\r\n\r\nhi\r\n")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Quit()
+	files, _ := filepath.Glob(filepath.Join(dir, "maildir", "bob", "new", "*"))
+	if len(files) != 1 {
+		t.Fatalf("maildir: %v", files)
+	}
+	data, _ := os.ReadFile(files[0])
+	received, _, _ := bytes.Cut(data, []byte("Subject:"))
+	// net/smtp uses SMTPUTF8 when offered: UTF8SMTPSA (RFC 6531 §3.7.3).
+	if !bytes.Contains(received, []byte("SMTPSA id ")) || bytes.Contains(received, []byte("alice")) {
+		t.Errorf("Received header: want ESMTPSA/UTF8SMTPSA and no user name (S-RCV-04):\n%s", data)
+	}
+
+	// MX: never AUTH, even inside TLS.
+	m, err := smtp.Dial(addrs["mx"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.StartTLS(clientTLS); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := m.Extension("AUTH"); ok {
+		t.Error("AUTH advertised on the MX listener")
+	}
 }

@@ -59,8 +59,22 @@ type Config struct {
 	// Timeouts is the [timeouts] table.
 	Timeouts Timeouts `toml:"timeouts"`
 
+	// Auth is the [auth] table: SMTP AUTH on the submission listeners.
+	Auth Auth `toml:"auth"`
+
 	// Log is the [log] table.
 	Log Log `toml:"log"`
+}
+
+// Auth is the [auth] table. AUTH (RFC 4954, PLAIN and LOGIN) is offered on
+// the submission and submissions listeners only, and only inside TLS;
+// there is deliberately no key to allow it without TLS.
+type Auth struct {
+	// UsersFile is the users file that `petrel user add|passwd|del|list`
+	// manages (argon2id or bcrypt hashes). It is read at start and again on
+	// SIGHUP; a missing file means no users, and AUTH then always fails.
+	// Default: "" (data_dir/users).
+	UsersFile string `toml:"users_file"`
 }
 
 // TLS is the [tls] table.

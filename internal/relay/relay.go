@@ -36,18 +36,34 @@ type Options struct {
 	Store Store
 	// Log gets one line per accepted or failed message.
 	Log *slog.Logger
+	// Users checks AUTH credentials; nil offers no AUTH.
+	Users Verifier
+	// AuthListeners names the listeners (smtpserver.Options.Name) whose
+	// sessions offer AUTH: submission and submissions, never the MX.
+	AuthListeners []string
+}
+
+// Verifier checks a user's password (internal/users.DB is one).
+type Verifier interface {
+	Verify(ctx context.Context, name string, password []byte) bool
 }
 
 // Backend implements smtpserver.Backend.
 type Backend struct {
-	domains map[string]bool
-	store   Store
-	log     *slog.Logger
+	domains       map[string]bool
+	store         Store
+	log           *slog.Logger
+	users         Verifier
+	authListeners map[string]bool
 }
 
 // New returns a Backend.
 func New(opts Options) *Backend {
-	b := &Backend{domains: make(map[string]bool), store: opts.Store, log: opts.Log}
+	b := &Backend{domains: make(map[string]bool), store: opts.Store, log: opts.Log, users: opts.Users,
+		authListeners: make(map[string]bool)}
+	for _, l := range opts.AuthListeners {
+		b.authListeners[l] = true
+	}
 	for _, d := range opts.Domains {
 		b.domains[strings.ToLower(strings.TrimSuffix(d, "."))] = true
 	}
@@ -65,7 +81,26 @@ var (
 
 // NewSession implements smtpserver.Backend.
 func (b *Backend) NewSession(_ context.Context, c *smtpserver.Conn) (smtpserver.Session, error) {
-	return &session{b: b, c: c}, nil
+	s := &session{b: b, c: c}
+	if b.users != nil && b.authListeners[c.Listener()] {
+		return &authSession{s}, nil
+	}
+	return s, nil
+}
+
+var errAuthInvalid = &smtp.Error{Code: smtp.C535AuthInvalid, Enhanced: smtp.EnhancedCode{Class: 5, Subject: 7, Detail: 8},
+	Message: "Authentication credentials invalid"}
+
+// authSession is a session on a listener that offers AUTH (the server
+// offers it only inside TLS). Relaying for authenticated users arrives
+// with remote delivery; today they send to the local domains like anyone.
+type authSession struct{ *session }
+
+func (s *authSession) Auth(ctx context.Context, mech, _, username string, password []byte) error {
+	if !s.b.users.Verify(ctx, username, password) {
+		return errAuthInvalid
+	}
+	return nil
 }
 
 // Local reports the mailbox a recipient is delivered to, or false when it
