@@ -18,7 +18,9 @@ import (
 
 	"github.com/petrel-mta/petrel/internal/certs"
 	"github.com/petrel-mta/petrel/internal/config"
+	"github.com/petrel-mta/petrel/internal/delivery"
 	"github.com/petrel-mta/petrel/internal/maildir"
+	"github.com/petrel-mta/petrel/internal/queue"
 	"github.com/petrel-mta/petrel/internal/relay"
 	"github.com/petrel-mta/petrel/internal/users"
 	"github.com/petrel-mta/petrel/smtpserver"
@@ -162,7 +164,19 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 		return fmt.Errorf("cannot read the users file: %w (fix it, or manage it with petrel user)", err)
 	}
 	log.Info("users loaded", "file", usersFile, "users", len(userDB.List()))
-	backend := relay.New(relay.Options{Domains: cfg.Domains, Store: md, Log: log,
+	spool, err := queue.Open(filepath.Join(cfg.DataDir, "queue"), queue.Options{Logger: log})
+	if err != nil {
+		return fmt.Errorf("cannot open the queue: %w (is another petrel serve using --data %s?)", err, cfg.DataDir)
+	}
+	defer spool.Close()
+	deliverer, err := delivery.New(delivery.Options{
+		LocalName: cfg.Hostname, LocalDomains: cfg.Domains, Local: md, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer deliverer.Close()
+	backend := relay.New(relay.Options{Domains: cfg.Domains, Queue: spool, Log: log,
 		Users: userDB, AuthListeners: []string{"submission", "submissions"}})
 	authLimiter := smtpserver.NewAuthLimiter(smtpserver.DefaultMaxAuthFailures, smtpserver.DefaultAuthFailureWindow)
 	tlsConfig := store.TLSConfig()
@@ -239,6 +253,15 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	if cfg.Listeners.MX != "" && len(cfg.Domains) > 0 {
 		fmt.Fprintf(stdout, "petrel: try: swaks --server %s --tls --to you@%s --from me@example.org\n", cfg.Listeners.MX, cfg.Domains[0])
 	}
+
+	loopCtx, stopLoop := context.WithCancel(context.Background())
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		dl := &delivery.Loop{Queue: spool, Deliverer: deliverer, ReportingMTA: cfg.Hostname, Logger: log}
+		_ = dl.Run(loopCtx)
+	}()
+	defer func() { stopLoop(); <-loopDone }()
 
 	var runErr error
 loop:

@@ -153,7 +153,7 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = c.Quit()
-	files, _ := filepath.Glob(filepath.Join(dir, "maildir", "carol", "new", "*"))
+	files := waitMaildir(t, filepath.Join(dir, "maildir", "carol", "new"))
 	if len(files) != 1 {
 		t.Fatalf("maildir files: %v", files)
 	}
@@ -394,7 +394,7 @@ func TestServeAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = c.Quit()
-	files, _ := filepath.Glob(filepath.Join(dir, "maildir", "bob", "new", "*"))
+	files := waitMaildir(t, filepath.Join(dir, "maildir", "bob", "new"))
 	if len(files) != 1 {
 		t.Fatalf("maildir: %v", files)
 	}
@@ -416,5 +416,19 @@ func TestServeAuth(t *testing.T) {
 	}
 	if ok, _ := m.Extension("AUTH"); ok {
 		t.Error("AUTH advertised on the MX listener")
+	}
+}
+
+// waitMaildir waits (up to 10 s) for the delivery loop to put a message in
+// the Maildir directory newDir, and returns its files.
+func waitMaildir(t *testing.T, newDir string) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		files, _ := filepath.Glob(filepath.Join(newDir, "*"))
+		if len(files) > 0 || time.Now().After(deadline) {
+			return files
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

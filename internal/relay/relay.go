@@ -1,39 +1,40 @@
 // Package relay is the daemon's smtpserver.Backend: it decides which
-// recipients a session may use (local domains only; Petrel is never an open
-// relay, RFC 5321 §3.6 / RFC 2505), adds the Received header (RFC 5321 §4.4)
-// and stores each message durably before the server answers 250.
+// recipients a session may use, adds the Received header (RFC 5321 §4.4) and
+// puts each message in the durable queue before the server answers 250.
 //
-// For now local recipients are delivered straight to Maildir (one Maildir per
-// local part of a local domain); the durable queue and remote delivery come
-// with the MTA issue. TLS alone never authorises relaying (RFC 3207 §4).
+// Petrel is never an open relay (RFC 5321 §3.6, RFC 2505): a recipient in a
+// local domain is always accepted; any other only from a client that
+// authenticated (SMTP AUTH, on the submission listeners). TLS alone never
+// authorises relaying (RFC 3207 §4), and there are no trusted networks, not
+// even loopback: a local proxy must not turn Petrel into an open relay.
 package relay
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
+	"github.com/petrel-mta/petrel/internal/queue"
 	"github.com/petrel-mta/petrel/smtp"
 	"github.com/petrel-mta/petrel/smtpserver"
 )
 
-// Store keeps a message for a set of local mailboxes. Deliver must return
-// nil only when the message is durable.
-type Store interface {
-	Deliver(ctx context.Context, mailboxes []string, msg io.Reader) (id string, size int64, err error)
+// Queue keeps accepted messages; Put must return nil only when the message
+// is durable (internal/queue's contract).
+type Queue interface {
+	Put(ctx context.Context, env queue.Envelope, body io.Reader) (id string, err error)
 }
 
 // Options configure a Backend.
 type Options struct {
 	// Domains are the local domains, lowercase, without trailing dot.
 	Domains []string
-	// Store keeps accepted messages.
-	Store Store
+	// Queue keeps accepted messages.
+	Queue Queue
 	// Log gets one line per accepted or failed message.
 	Log *slog.Logger
 	// Users checks AUTH credentials; nil offers no AUTH.
@@ -51,7 +52,8 @@ type Verifier interface {
 // Backend implements smtpserver.Backend.
 type Backend struct {
 	domains       map[string]bool
-	store         Store
+	primary       string // the first local domain, for <Postmaster>
+	queue         Queue
 	log           *slog.Logger
 	users         Verifier
 	authListeners map[string]bool
@@ -59,13 +61,17 @@ type Backend struct {
 
 // New returns a Backend.
 func New(opts Options) *Backend {
-	b := &Backend{domains: make(map[string]bool), store: opts.Store, log: opts.Log, users: opts.Users,
+	b := &Backend{domains: make(map[string]bool), queue: opts.Queue, log: opts.Log, users: opts.Users,
 		authListeners: make(map[string]bool)}
 	for _, l := range opts.AuthListeners {
 		b.authListeners[l] = true
 	}
 	for _, d := range opts.Domains {
-		b.domains[strings.ToLower(strings.TrimSuffix(d, "."))] = true
+		d = strings.ToLower(strings.TrimSuffix(d, "."))
+		b.domains[d] = true
+		if b.primary == "" {
+			b.primary = d
+		}
 	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
@@ -118,32 +124,40 @@ func (b *Backend) Local(to smtp.Path) (mailbox string, ok bool) {
 }
 
 type session struct {
-	b         *Backend
-	c         *smtpserver.Conn
-	from      smtp.Path
-	mailboxes []string
+	b     *Backend
+	c     *smtpserver.Conn
+	from  smtp.Path
+	opts  smtpserver.MailOptions
+	rcpts []queue.Recipient
 }
 
-func (s *session) Mail(_ context.Context, from smtp.Path, _ *smtpserver.MailOptions) error {
+func (s *session) Mail(_ context.Context, from smtp.Path, opts *smtpserver.MailOptions) error {
 	s.from = from
-	s.mailboxes = s.mailboxes[:0]
+	s.opts = *opts
+	s.rcpts = s.rcpts[:0]
 	return nil
 }
 
 func (s *session) Rcpt(_ context.Context, to smtp.Path, _ *smtpserver.RcptOptions) error {
-	mb, ok := s.b.Local(to)
-	if !ok {
-		s.c.Logger().Info("recipient refused: relay access denied", "from", s.from.String(), "to", to.String())
+	addr := to.String()
+	if _, local := s.b.Local(to); local {
+		if to.IsPostmaster() {
+			addr = "postmaster@" + s.b.primary
+		}
+	} else if s.c.AuthUser() == "" || to.IsLiteral() {
+		s.c.Logger().Info("recipient refused: relay access denied", "from", s.from.String(), "to", addr)
 		return ErrRelayDenied
 	}
-	s.mailboxes = append(s.mailboxes, mb)
+	s.rcpts = append(s.rcpts, queue.Recipient{Addr: addr})
 	return nil
 }
 
 func (s *session) Data(ctx context.Context, r io.Reader) error {
-	id := NewID(time.Now())
+	id := queue.NewID(time.Now())
 	msg := io.MultiReader(strings.NewReader(s.c.Received(id)), r)
-	_, size, err := s.b.store.Deliver(ctx, s.mailboxes, msg)
+	env := queue.Envelope{ID: id, From: s.from.String(), Rcpts: s.rcpts, Attrs: s.attrs()}
+	size := &countingReader{r: msg}
+	_, err := s.b.queue.Put(ctx, env, size)
 	if err != nil {
 		var se *smtp.Error
 		if errors.As(err, &se) || ctx.Err() != nil || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -152,7 +166,7 @@ func (s *session) Data(ctx context.Context, r io.Reader) error {
 		s.c.Logger().Error("message not stored", "id", id, "err", err)
 		return errStorage
 	}
-	attrs := []any{"id", id, "from", s.from.String(), "rcpts", rcptList(s.c.Recipients()), "size", size}
+	attrs := []any{"id", id, "from", s.from.String(), "rcpts", rcptList(s.c.Recipients()), "size", size.n}
 	if st := s.c.TLS(); st != nil {
 		attrs = append(attrs, "tls", true)
 	}
@@ -171,21 +185,36 @@ func rcptList(ps []smtp.Path) string {
 	return b.String()
 }
 
-func (s *session) Reset(context.Context) { s.mailboxes = s.mailboxes[:0] }
+func (s *session) Reset(context.Context) { s.rcpts = s.rcpts[:0] }
+
+// attrs records how the message was received, for delivery.
+func (s *session) attrs() map[string]string {
+	a := map[string]string{}
+	if u := s.c.AuthUser(); u != "" {
+		a[queue.AttrAuthUser] = u
+	}
+	if host, _, err := net.SplitHostPort(s.c.RemoteAddr().String()); err == nil {
+		a[queue.AttrClientIP] = host
+	}
+	if s.opts.UTF8 {
+		a[queue.AttrSMTPUTF8] = "yes"
+	}
+	if s.opts.Body != "" {
+		a[queue.AttrBody] = string(s.opts.Body)
+	}
+	return a
+}
+
+// countingReader counts the octets read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
 
 func (s *session) Close() error { return nil }
-
-var idEncoding = base32.NewEncoding("0123456789ABCDEFGHJKMNPQRSTVWXYZ").WithPadding(base32.NoPadding)
-
-// NewID returns a message ID: 40 bits of time (milliseconds) and 40 random
-// bits, in Crockford's base32, 16 characters, sortable by time.
-func NewID(now time.Time) string {
-	var b [10]byte
-	ms := uint64(now.UnixMilli())
-	for i := 4; i >= 0; i-- {
-		b[i] = byte(ms)
-		ms >>= 8
-	}
-	_, _ = rand.Read(b[5:])
-	return idEncoding.EncodeToString(b[:])
-}

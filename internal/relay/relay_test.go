@@ -1,21 +1,18 @@
 package relay_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"net/textproto"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/petrel-mta/petrel/internal/maildir"
+	"github.com/petrel-mta/petrel/internal/queue"
 	"github.com/petrel-mta/petrel/internal/relay"
 	"github.com/petrel-mta/petrel/smtpserver"
 	"github.com/petrel-mta/petrel/smtptest"
@@ -72,26 +69,37 @@ func (c *client) starttls(cfg *tls.Config) {
 type env struct {
 	addr      string
 	clientTLS *tls.Config
-	root      string
-	md        *maildir.Store
+	q         *queue.Spool
 }
 
-func start(t *testing.T, store relay.Store) *env {
+// passwords is a Verifier with fixed users.
+type passwords map[string]string
+
+func (p passwords) Verify(_ context.Context, name string, pw []byte) bool {
+	want, ok := p[name]
+	return ok && want == string(pw)
+}
+
+// start runs a relay backend on a listener named "submission" (which offers
+// AUTH to the users in passwords) over a queue in a temp dir, or over q.
+func start(t *testing.T, q relay.Queue) *env {
 	t.Helper()
 	serverTLS, clientTLS, err := smtptest.TLSConfigs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{clientTLS: clientTLS, root: t.TempDir()}
-	if store == nil {
-		e.md, err = maildir.New(e.root)
-		if err != nil {
-			t.Fatal(err)
-		}
-		store = e.md
+	e := &env{clientTLS: clientTLS}
+	e.q, err = queue.Open(t.TempDir(), queue.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	b := relay.New(relay.Options{Domains: []string{"localhost", "example.net"}, Store: store})
-	srv, err := smtptest.NewServer(smtpserver.Options{Hostname: "mx.test", Backend: b, TLSConfig: serverTLS})
+	t.Cleanup(func() { _ = e.q.Close() })
+	if q == nil {
+		q = e.q
+	}
+	b := relay.New(relay.Options{Domains: []string{"localhost", "example.net"}, Queue: q,
+		Users: passwords{"alice": "secret-password"}, AuthListeners: []string{"submission"}})
+	srv, err := smtptest.NewServer(smtpserver.Options{Name: "submission", Hostname: "mx.test", Backend: b, TLSConfig: serverTLS})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,28 +108,46 @@ func start(t *testing.T, store relay.Store) *env {
 	return e
 }
 
+// lastQueued returns the newest message in the queue and its body.
+func lastQueued(t *testing.T, q *queue.Spool) (queue.Message, string) {
+	t.Helper()
+	ms, err := q.List(context.Background())
+	if err != nil || len(ms) == 0 {
+		t.Fatalf("queue: %v %v", ms, err)
+	}
+	m := ms[len(ms)-1]
+	rc, err := q.Body(context.Background(), m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, _ := io.ReadAll(rc)
+	return m, string(b)
+}
+
 // TestRelayDenied performs the classic relay-test battery against a real
 // server, in plaintext and after STARTTLS: TLS is never authorisation (RFC
-// 3207 §4, S-RELAY-01/02/03/04).
+// 3207 §4, S-RELAY-01/02/03/04). An accepted trick is queued for a local
+// address, never a foreign one.
 func TestRelayDenied(t *testing.T) {
 	e := start(t, nil)
 	tests := []struct {
-		rcpt    string
-		code    int
-		mailbox string // local mailbox when accepted
+		rcpt   string
+		code   int
+		queued string // the recipient address queued when accepted
 	}{
 		{"<victim@foreign.example>", 554, ""},
 		{"<victim@FOREIGN.example>", 554, ""},
-		{"<victim@foreign.example.>", 501, ""},                                // trailing dot: not a Domain
-		{"<@localhost:victim@foreign.example>", 554, ""},                      // source route ignored, never used
-		{"<victim@[192.0.2.25]>", 554, ""},                                    // address literal
-		{"<victim@[127.0.0.1]>", 554, ""},                                     // even our own address
-		{"<victim@foreign.example@localhost>", 501, ""},                       // two @
-		{"<victim%foreign.example@localhost>", 250, "victim%foreign.example"}, // %-hack stays local
-		{"<foreign.example!victim@localhost>", 250, "foreign.example!victim"}, // bang path stays local
-		{`<"victim@foreign.example"@localhost>`, 250, "victim@foreign.example"},
-		{"<User@LOCALHOST>", 250, "user"},
-		{"<Postmaster>", 250, "postmaster"},
+		{"<victim@foreign.example.>", 501, ""},                                          // trailing dot: not a Domain
+		{"<@localhost:victim@foreign.example>", 554, ""},                                // source route ignored, never used
+		{"<victim@[192.0.2.25]>", 554, ""},                                              // address literal
+		{"<victim@[127.0.0.1]>", 554, ""},                                               // even our own address
+		{"<victim@foreign.example@localhost>", 501, ""},                                 // two @
+		{"<victim%foreign.example@localhost>", 250, "victim%foreign.example@localhost"}, // %-hack stays local
+		{"<foreign.example!victim@localhost>", 250, "foreign.example!victim@localhost"}, // bang path stays local
+		{`<"victim@foreign.example"@localhost>`, 250, `"victim@foreign.example"@localhost`},
+		{"<User@LOCALHOST>", 250, "User@LOCALHOST"},
+		{"<Postmaster>", 250, "postmaster@localhost"},
 	}
 	for _, withTLS := range []bool{false, true} {
 		c := dial(t, e.addr)
@@ -142,16 +168,48 @@ func TestRelayDenied(t *testing.T) {
 			if code == 554 && !strings.Contains(msg, "5.7.1 Relay access denied") {
 				t.Errorf("tls=%v RCPT TO:%s: got %q, want 5.7.1 Relay access denied", withTLS, tt.rcpt, msg)
 			}
-			c.cmd(250, "RSET")
+			if code != 250 {
+				c.cmd(250, "RSET")
+				continue
+			}
+			c.cmd(354, "DATA")
+			c.cmd(250, "Subject: relay test\r\n\r\nx\r\n.")
+			if m, _ := lastQueued(t, e.q); len(m.Rcpts) != 1 || m.Rcpts[0].Addr != tt.queued {
+				t.Errorf("tls=%v RCPT TO:%s queued %+v, want %s", withTLS, tt.rcpt, m.Rcpts, tt.queued)
+			}
 		}
 		c.cmd(221, "QUIT")
 	}
 }
 
-// TestDeliverByteExact checks the stored file is Petrel's Received header
-// followed by exactly the client's message (RFC 5321 §4.4, §4.5.2), and
-// that local parts map to their own Maildirs.
-func TestDeliverByteExact(t *testing.T) {
+// TestAuthenticatedRelay: only a client that authenticated (inside TLS, on
+// the submission listener) may use foreign recipients (RFC 4954, RFC 6409;
+// S-SUB-11); its message is queued with the user recorded for delivery.
+func TestAuthenticatedRelay(t *testing.T) {
+	e := start(t, nil)
+	c := dial(t, e.addr)
+	c.cmd(250, "EHLO client.test")
+	c.starttls(e.clientTLS)
+	c.cmd(250, "EHLO client.test")
+	c.cmd(250, "MAIL FROM:<alice@localhost>")
+	c.cmd(554, "RCPT TO:<friend@foreign.example>") // TLS alone: no
+	c.cmd(250, "RSET")
+	c.cmd(235, "AUTH PLAIN AGFsaWNlAHNlY3JldC1wYXNzd29yZA==") // \0alice\0secret-password
+	c.cmd(250, "MAIL FROM:<alice@localhost>")
+	c.cmd(250, "RCPT TO:<friend@foreign.example>")
+	c.cmd(554, "RCPT TO:<friend@[192.0.2.25]>") // never by address literal
+	c.cmd(354, "DATA")
+	c.cmd(250, "Subject: out\r\n\r\nx\r\n.")
+	m, _ := lastQueued(t, e.q)
+	if len(m.Rcpts) != 1 || m.Rcpts[0].Addr != "friend@foreign.example" || m.Attrs[queue.AttrAuthUser] != "alice" {
+		t.Errorf("queued %+v attrs %v", m.Rcpts, m.Attrs)
+	}
+}
+
+// TestQueuedByteExact checks the queued message is Petrel's Received header
+// followed by exactly the client's message (RFC 5321 §4.4, §4.5.2), with
+// every recipient, before the 250 that names its queue ID.
+func TestQueuedByteExact(t *testing.T) {
 	e := start(t, nil)
 	c := dial(t, e.addr)
 	c.cmd(250, "EHLO client.test")
@@ -166,64 +224,61 @@ func TestDeliverByteExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg := c.expect(250)
-	if !strings.Contains(msg, "queued as ") {
-		t.Errorf("reply %q lacks the queue ID", msg)
+	m, data := lastQueued(t, e.q)
+	if !strings.Contains(msg, "queued as "+m.ID) {
+		t.Errorf("reply %q does not name queue ID %s", msg, m.ID)
 	}
 	c.cmd(221, "QUIT")
-	for _, mb := range []string{"alice", "bob"} {
-		files, err := e.md.List(mb)
-		if err != nil || len(files) != 1 {
-			t.Fatalf("%s: %v %v", mb, files, err)
-		}
-		data, err := os.ReadFile(filepath.Join(e.root, mb, "new", files[0]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		hdr, rest, ok := bytes.Cut(data, []byte("\r\n\t"+time.Now().Format("Mon, 02 Jan 2006")))
-		if !ok {
-			t.Fatalf("%s: no Received date line in %q", mb, data)
-		}
-		_, rest, _ = bytes.Cut(rest, []byte("\r\n"))
-		want := strings.ReplaceAll(body, "\r\n..", "\r\n...")
-		if string(rest) != want {
-			t.Errorf("%s: body %q, want %q", mb, rest, want)
-		}
-		if !bytes.HasPrefix(hdr, []byte("Received: from client.test ([127.0.0.1])\r\n\tby mx.test (Petrel) with ESMTPS id ")) {
-			t.Errorf("%s: Received header %q", mb, hdr)
-		}
-		if bytes.Contains(hdr, []byte("for <")) {
-			t.Errorf("%s: Received names a recipient of a two-recipient message: %q", mb, hdr)
-		}
+	if len(m.Rcpts) != 2 || m.Rcpts[0].Addr != "alice@localhost" || m.Rcpts[1].Addr != "bob@example.net" || m.From != "a@example.org" {
+		t.Errorf("envelope %+v", m)
+	}
+	if m.Attrs[queue.AttrBody] != "8BITMIME" || m.Attrs[queue.AttrClientIP] != "127.0.0.1" {
+		t.Errorf("attrs %v", m.Attrs)
+	}
+	hdr, rest, ok := strings.Cut(data, "\r\n\t"+time.Now().Format("Mon, 02 Jan 2006"))
+	if !ok {
+		t.Fatalf("no Received date line in %q", data)
+	}
+	_, rest, _ = strings.Cut(rest, "\r\n")
+	if want := strings.ReplaceAll(body, "\r\n..", "\r\n..."); rest != want {
+		t.Errorf("body %q, want %q", rest, want)
+	}
+	if !strings.HasPrefix(hdr, "Received: from client.test ([127.0.0.1])\r\n\tby mx.test (Petrel) with ESMTPS id "+m.ID) {
+		t.Errorf("Received header %q", hdr)
+	}
+	if strings.Contains(hdr, "for <") {
+		t.Errorf("Received names a recipient of a two-recipient message: %q", hdr)
 	}
 }
 
-// flakyStore fails the first delivery as a full disk would.
-type flakyStore struct {
+// flakyQueue fails the first Put as a full disk would.
+type flakyQueue struct {
 	mu    sync.Mutex
 	fails int
-	inner relay.Store
+	inner relay.Queue
 }
 
-func (f *flakyStore) Deliver(ctx context.Context, mbs []string, r io.Reader) (string, int64, error) {
+func (f *flakyQueue) Put(ctx context.Context, env queue.Envelope, r io.Reader) (string, error) {
 	f.mu.Lock()
 	fail := f.fails > 0
 	f.fails--
 	f.mu.Unlock()
 	if fail {
 		_, _ = io.Copy(io.Discard, r)
-		return "", 0, errors.New("write /spool/x: no space left on device")
+		return "", errors.New("write /spool/x: no space left on device")
 	}
-	return f.inner.Deliver(ctx, mbs, r)
+	return f.inner.Put(ctx, env, r)
 }
 
 // TestStorageError: a storage failure answers 452 4.3.1, says nothing of the
 // cause, and the session goes on (design.md, Durability).
 func TestStorageError(t *testing.T) {
-	md, err := maildir.New(t.TempDir())
+	q, err := queue.Open(t.TempDir(), queue.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := start(t, &flakyStore{fails: 1, inner: md})
+	defer q.Close()
+	e := start(t, &flakyQueue{fails: 1, inner: q})
 	c := dial(t, e.addr)
 	c.cmd(250, "EHLO client.test")
 	for i, want := range []int{452, 250} {
@@ -239,24 +294,7 @@ func TestStorageError(t *testing.T) {
 		}
 	}
 	c.cmd(250, "NOOP")
-	if files, _ := md.List("alice"); len(files) != 1 {
-		t.Errorf("want exactly the second message stored, got %v", files)
-	}
-}
-
-func TestNewIDUniqueSortable(t *testing.T) {
-	seen := map[string]bool{}
-	prev := ""
-	now := time.Now()
-	for i := range 1000 {
-		id := relay.NewID(now.Add(time.Duration(i) * time.Millisecond))
-		if len(id) != 16 || seen[id] {
-			t.Fatalf("bad or duplicate ID %q", id)
-		}
-		if id[:8] < prev {
-			t.Fatalf("IDs not sortable by time: %q after %q", id, prev)
-		}
-		prev = id[:8]
-		seen[id] = true
+	if ms, _ := q.List(context.Background()); len(ms) != 1 {
+		t.Errorf("want exactly the second message queued, got %d", len(ms))
 	}
 }
