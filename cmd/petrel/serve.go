@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,10 +20,12 @@ import (
 	"github.com/petrel-mta/petrel/internal/certs"
 	"github.com/petrel-mta/petrel/internal/config"
 	"github.com/petrel-mta/petrel/internal/delivery"
+	"github.com/petrel-mta/petrel/internal/dnsx"
 	"github.com/petrel-mta/petrel/internal/maildir"
 	"github.com/petrel-mta/petrel/internal/queue"
 	"github.com/petrel-mta/petrel/internal/relay"
 	"github.com/petrel-mta/petrel/internal/users"
+	"github.com/petrel-mta/petrel/smtpclient"
 	"github.com/petrel-mta/petrel/smtpserver"
 )
 
@@ -51,6 +54,8 @@ func serveConfig(args []string, stderr io.Writer) (config.Config, error) {
 		certFile = fs.String("cert", "", "TLS certificate chain `file` (PEM); needs --key")
 		keyFile  = fs.String("key", "", "TLS private key `file` (PEM); needs --cert")
 		hostname = fs.String("hostname", "", "server host `name` for the greeting and Received headers")
+		resolver = fs.String("resolver", "", "DNS server `HOST:PORT` for MX lookups (default the system's)")
+		smart    = fs.String("smarthost", "", "relay all non-local mail to `HOST:PORT` (TLS level verify by default)")
 	)
 	fs.Var(&domains, "domain", "local `domain` (repeatable; replaces the configured list)")
 	if err := fs.Parse(args); err != nil {
@@ -84,6 +89,10 @@ func serveConfig(args []string, stderr io.Writer) (config.Config, error) {
 			cfg.TLS.Key = *keyFile
 		case "hostname":
 			cfg.Hostname = *hostname
+		case "resolver":
+			cfg.Delivery.Resolver = *resolver
+		case "smarthost":
+			cfg.Delivery.Smarthost = *smart
 		}
 	})
 	for i, d := range cfg.Domains {
@@ -169,9 +178,12 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 		return fmt.Errorf("cannot open the queue: %w (is another petrel serve using --data %s?)", err, cfg.DataDir)
 	}
 	defer spool.Close()
-	deliverer, err := delivery.New(delivery.Options{
-		LocalName: cfg.Hostname, LocalDomains: cfg.Domains, Local: md, Logger: log,
-	})
+	dopts, err := deliveryOptions(cfg)
+	if err != nil {
+		return err
+	}
+	dopts.Local, dopts.Logger = md, log
+	deliverer, err := delivery.New(dopts)
 	if err != nil {
 		return err
 	}
@@ -306,4 +318,47 @@ func describe(requireTLS, implicitTLS bool) string {
 		return "STARTTLS required"
 	}
 	return "STARTTLS offered"
+}
+
+// deliveryOptions turns the [delivery] table into delivery.Options (Local
+// and Logger are the caller's).
+func deliveryOptions(cfg config.Config) (delivery.Options, error) {
+	dc := cfg.Delivery
+	o := delivery.Options{LocalName: cfg.Hostname, LocalDomains: cfg.Domains, Port: strconv.Itoa(dc.Port)}
+	level, err := smtpclient.ParseLevel(dc.TLS)
+	if err != nil {
+		return o, fmt.Errorf("delivery.tls: %w", err)
+	}
+	o.TLS.Level = &level
+	o.TLS.Domains = map[string]smtpclient.Level{}
+	for d, v := range dc.TLSPolicy {
+		l, err := smtpclient.ParseLevel(v)
+		if err != nil {
+			return o, fmt.Errorf("delivery.tls_policy: %s: %w", d, err)
+		}
+		o.TLS.Domains[strings.ToLower(strings.TrimSuffix(d, "."))] = l
+	}
+	if dc.Resolver != "" {
+		r, err := dnsx.New(dc.Resolver)
+		if err != nil {
+			return o, fmt.Errorf("delivery.resolver: %w", err)
+		}
+		o.Resolver = r
+	}
+	if dc.Smarthost != "" {
+		l, err := smtpclient.ParseLevel(dc.SmarthostTLS)
+		if err != nil {
+			return o, fmt.Errorf("delivery.smarthost_tls: %w", err)
+		}
+		sh := &delivery.Smarthost{Addr: dc.Smarthost, Level: &l, User: dc.SmarthostUser}
+		if dc.SmarthostPasswordFile != "" {
+			b, err := os.ReadFile(dc.SmarthostPasswordFile)
+			if err != nil {
+				return o, fmt.Errorf("cannot read delivery.smarthost_password_file: %w", err)
+			}
+			sh.Password, _, _ = strings.Cut(strings.TrimRight(string(b), "\r\n"), "\n")
+		}
+		o.Smarthost = sh
+	}
+	return o, nil
 }

@@ -62,8 +62,53 @@ type Config struct {
 	// Auth is the [auth] table: SMTP AUTH on the submission listeners.
 	Auth Auth `toml:"auth"`
 
+	// Delivery is the [delivery] table: how queued mail leaves.
+	Delivery Delivery `toml:"delivery"`
+
 	// Log is the [log] table.
 	Log Log `toml:"log"`
+}
+
+// Delivery is the [delivery] table. Mail for the local domains goes to
+// Maildir; other mail (from authenticated users only) goes by MX, or to a
+// smarthost, with smtpclient's TLS levels (Postfix's meanings).
+type Delivery struct {
+	// TLS is the level for delivery by MX: "none", "may" (opportunistic:
+	// STARTTLS when offered, else plaintext, and logged), "encrypt",
+	// "verify" or "secure".
+	// Default: "may".
+	TLS string `toml:"tls"`
+
+	// TLSPolicy overrides tls per destination domain, e.g.
+	// { "example.org" = "verify" }. A mandatory level defers rather than
+	// fall back to plaintext.
+	// Default: {} (none).
+	TLSPolicy map[string]string `toml:"tls_policy"`
+
+	// Resolver is the DNS server ("host:port") for MX lookups instead of
+	// the system's; it is also the validating resolver DANE will rely on.
+	// Default: "" (the system's).
+	Resolver string `toml:"resolver"`
+
+	// Smarthost, when set ("host:port"), receives all non-local mail
+	// instead of the MX hosts.
+	// Default: "" (deliver by MX).
+	Smarthost string `toml:"smarthost"`
+
+	// SmarthostTLS is the level for the smarthost.
+	// Default: "verify".
+	SmarthostTLS string `toml:"smarthost_tls"`
+
+	// SmarthostUser and SmarthostPasswordFile authenticate to the
+	// smarthost (AUTH, only over verified TLS); the password is the file's
+	// first line.
+	// Default: "" (no AUTH).
+	SmarthostUser         string `toml:"smarthost_user"`
+	SmarthostPasswordFile string `toml:"smarthost_password_file"`
+
+	// Port is the port of MX hosts. Change it only for test setups.
+	// Default: 25.
+	Port int `toml:"port"`
 }
 
 // Auth is the [auth] table. AUTH (RFC 4954, PLAIN and LOGIN) is offered on
@@ -226,6 +271,12 @@ func Default() Config {
 			Data:         Duration{3 * time.Minute},
 			TLSHandshake: Duration{30 * time.Second},
 			Shutdown:     Duration{30 * time.Second},
+		},
+		Delivery: Delivery{
+			TLS:          "may",
+			TLSPolicy:    map[string]string{},
+			SmarthostTLS: "verify",
+			Port:         25,
 		},
 		Log: Log{
 			Level:  "info",

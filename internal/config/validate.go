@@ -107,6 +107,35 @@ func (c *Config) problems() []error {
 		}
 	}
 
+	dl := c.Delivery
+	for key, v := range map[string]string{"delivery.tls": dl.TLS, "delivery.smarthost_tls": dl.SmarthostTLS} {
+		if !isLevel(v) {
+			add(key, "%q is not one of none, may, encrypt, verify, secure", v)
+		}
+	}
+	for d, v := range dl.TLSPolicy {
+		if err := checkDomain(strings.TrimSuffix(d, ".")); err != nil {
+			add("delivery.tls_policy", "%q is not a valid domain name: %v", d, err)
+		}
+		if !isLevel(v) {
+			add("delivery.tls_policy", "%s: %q is not one of none, may, encrypt, verify, secure", d, v)
+		}
+	}
+	for key, v := range map[string]string{"delivery.resolver": dl.Resolver, "delivery.smarthost": dl.Smarthost} {
+		if v == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+			add(key, "%q is not host:port", v)
+		}
+	}
+	if (dl.SmarthostUser == "") != (dl.SmarthostPasswordFile == "") {
+		add("delivery.smarthost_user", "smarthost_user and smarthost_password_file go together")
+	}
+	if dl.Port < 1 || dl.Port > 65535 {
+		add("delivery.port", "%d is not a port number", dl.Port)
+	}
+
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -118,6 +147,14 @@ func (c *Config) problems() []error {
 		add("log.format", "%q is not one of \"text\", \"json\"", c.Log.Format)
 	}
 	return errs
+}
+
+func isLevel(s string) bool {
+	switch s {
+	case "none", "may", "encrypt", "verify", "secure":
+		return true
+	}
+	return false
 }
 
 // listener is one enabled listener address, split.

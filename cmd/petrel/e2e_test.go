@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/smtp"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/petrel-mta/petrel/internal/dnsx/dnsxtest"
+	"github.com/petrel-mta/petrel/internal/users"
+)
+
+// TestTwoPetrels: end to end over loopback (issue 4). Petrel A takes a
+// message on submission with STARTTLS and AUTH, queues it durably, finds
+// B as the MX of b.test through a DNS server on 127.0.0.1, and relays it to
+// B with STARTTLS (level may); B delivers it to its Maildir, byte-exact
+// below the two Received headers, each recording TLS.
+func TestTwoPetrels(t *testing.T) {
+	// B: the MX of b.test.
+	dirB := t.TempDir()
+	addrsB, stderrB, _ := daemon(t, "--data", dirB, "--hostname", "mx.b.test", "--domain", "b.test",
+		"--mx", "127.0.0.1:0", "--submission", "", "--submissions", "")
+	_, portB, _ := net.SplitHostPort(addrsB["mx"])
+
+	dns := dnsxtest.NewServer(t,
+		"b.test. 300 IN MX 10 mx.b.test.",
+		"mx.b.test. 300 IN A 127.0.0.1")
+
+	// A: submission for a.test, delivering by MX through that DNS server.
+	dirA := t.TempDir()
+	db, err := users.Open(users.DefaultPath(dirA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Add("alice@a.test", []byte("correct horse battery")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Save(); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dirA, "petrel.toml")
+	if err := os.WriteFile(cfgFile, []byte("[delivery]\nport = "+portB+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addrsA, stderrA, _ := daemon(t, "--config", cfgFile, "--data", dirA, "--hostname", "mx.a.test", "--domain", "a.test",
+		"--mx", "127.0.0.1:0", "--submission", "127.0.0.1:0", "--submissions", "", "--resolver", dns.Addr)
+
+	c, err := smtp.Dial(addrsA["submission"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsA := trust(t, filepath.Join(dirA, "tls", "cert.pem"))
+	tlsA.ServerName = "mx.a.test"
+	if err := c.StartTLS(tlsA); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Auth(smtp.PlainAuth("", "alice@a.test", "correct horse battery", "127.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("alice@a.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("bob@b.test"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := "From: <alice@a.test>\r\nTo: <bob@b.test>\r\nSubject: across\r\n\r\n.a dot line\r\nend\r\n"
+	if _, err := io.WriteString(w, msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Quit()
+
+	files := waitMaildir(t, filepath.Join(dirB, "maildir", "bob", "new"))
+	if len(files) != 1 {
+		t.Fatalf("B's maildir: %v\nA's log:\n%s\nB's log:\n%s", files, stderrA, stderrB)
+	}
+	data, _ := os.ReadFile(files[0])
+	if !bytes.HasSuffix(data, []byte("\r\n"+msg)) {
+		t.Errorf("message not byte-exact:\n%q", data)
+	}
+	headers := string(data[:len(data)-len(msg)])
+	if n := strings.Count(headers, "Received: from "); n != 2 {
+		t.Errorf("want 2 Received headers (B's, then A's), got %d:\n%s", n, headers)
+	}
+	if !strings.Contains(headers, "by mx.b.test (Petrel) with ESMTPS") || !strings.Contains(headers, "by mx.a.test (Petrel) with ESMTPSA") &&
+		!strings.Contains(headers, "by mx.a.test (Petrel) with UTF8SMTPSA") {
+		t.Errorf("hops not both over TLS (A's submission authenticated):\n%s", headers)
+	}
+	if !strings.Contains(stderrA.String(), "mx.b.test") {
+		t.Errorf("A's log does not name the MX host:\n%s", stderrA)
+	}
+	// The queue of A is empty once the delivery is recorded.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		entries, _ := filepath.Glob(filepath.Join(dirA, "queue", "msg", "*"))
+		if len(entries) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("A's queue still holds %v", entries)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
