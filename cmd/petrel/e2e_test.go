@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/smtp"
@@ -12,7 +13,9 @@ import (
 	"time"
 
 	"github.com/petrel-mta/petrel/internal/dnsx/dnsxtest"
+	"github.com/petrel-mta/petrel/internal/postfixtest"
 	"github.com/petrel-mta/petrel/internal/users"
+	"github.com/petrel-mta/petrel/smtptest"
 )
 
 // TestTwoPetrels: end to end over loopback (issue 4). Petrel A takes a
@@ -111,5 +114,84 @@ func TestTwoPetrels(t *testing.T) {
 			t.Fatalf("A's queue still holds %v", entries)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPostfixNextHop: Petrel relays an authenticated user's message to a
+// throw-away Postfix found as the MX of postfix.test, over STARTTLS; Postfix
+// records the TLS session and delivers the message intact (issue 4 item 6).
+func TestPostfixNextHop(t *testing.T) {
+	now := time.Now()
+	cert, err := smtptest.Certificate([]string{postfixtest.Hostname, "127.0.0.1"}, now.Add(-time.Hour), now.Add(24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := postfixtest.WriteCertificate(t, cert)
+	pf := postfixtest.Start(t, postfixtest.Config{CertFile: certFile, KeyFile: keyFile, TLSLevel: "may"})
+	_, pfPort, _ := net.SplitHostPort(pf.Addr)
+	dns := dnsxtest.NewServer(t,
+		postfixtest.Domain+". 300 IN MX 10 "+postfixtest.Hostname+".",
+		postfixtest.Hostname+". 300 IN A 127.0.0.1")
+
+	dir := t.TempDir()
+	db, err := users.Open(users.DefaultPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Add("alice@a.test", []byte("correct horse battery")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Save(); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dir, "petrel.toml")
+	if err := os.WriteFile(cfgFile, []byte("[delivery]\nport = "+pfPort+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addrs, stderr, _ := daemon(t, "--config", cfgFile, "--data", dir, "--hostname", "mx.a.test", "--domain", "a.test",
+		"--mx", "", "--submission", "", "--submissions", "127.0.0.1:0", "--resolver", dns.Addr)
+
+	clientTLS := trust(t, filepath.Join(dir, "tls", "cert.pem"))
+	clientTLS.ServerName = "mx.a.test"
+	conn, err := tls.Dial("tcp", addrs["submissions"], clientTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := smtp.NewClient(conn, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Auth(smtp.PlainAuth("", "alice@a.test", "correct horse battery", "127.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	msg := "From: <alice@a.test>\r\nTo: <carol@postfix.test>\r\nSubject: to postfix\r\nMessage-ID: <next-hop@a.test>\r\n\r\nhello postfix\r\n"
+	if err := c.Mail("alice@a.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("carol@" + postfixtest.Domain); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(w, msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Quit()
+
+	got := pf.WaitMessages(t, "carol", 1, 30*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("postfix got %d messages; petrel log:\n%s", len(got), stderr)
+	}
+	if !bytes.HasSuffix(got[0].Data, []byte("\r\n"+msg)) && !bytes.HasSuffix(got[0].Data, []byte("\n"+strings.ReplaceAll(msg, "\r\n", "\n"))) {
+		t.Errorf("message not intact at Postfix:\n%s", got[0].Data)
+	}
+	pf.WaitLog(t, "TLS connection established from", 10*time.Second)
+	if !strings.Contains(string(got[0].Data), "(using TLSv1.") {
+		t.Errorf("Postfix's Received header shows no TLS:\n%s", got[0].Data)
 	}
 }

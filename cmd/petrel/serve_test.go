@@ -61,7 +61,7 @@ func daemon(t *testing.T, args ...string) (addrs map[string]string, stderr *sync
 		if m := re.FindStringSubmatch(line); m != nil {
 			addrs[m[1]] = m[2]
 		}
-		if strings.HasPrefix(line, "petrel: try:") {
+		if strings.HasPrefix(line, "petrel: delivering mail") { // printed after every listener
 			break
 		}
 	}
