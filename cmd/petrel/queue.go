@@ -55,28 +55,10 @@ func queueCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 
-	// Flags may come before or after the command and the ID.
-	var words []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fs.SetOutput(stderr)
-				fmt.Fprint(stderr, queueHelp)
-				fs.PrintDefaults()
-				return 0
-			}
-			return usageFail("%v; run 'petrel queue -h' for help", err)
-		}
-		rest := fs.Args()
-		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
-			words = append(words, rest...)
-			break
-		}
-		if len(rest) == 0 {
-			break
-		}
-		words = append(words, rest[0])
-		args = rest[1:]
+	// Flags may come before or after the command and its operands.
+	words, code, ok := parseWords(fs, args, "petrel queue", queueHelp, stderr)
+	if !ok {
+		return code
 	}
 	if len(words) == 0 {
 		return usageFail("give a command: list, show, flush, delete or bounce; run 'petrel queue -h' for help")

@@ -52,28 +52,10 @@ func user(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return 1
 	}
 
-	// Flags may come before or after the command and the name.
-	var words []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fs.SetOutput(stderr)
-				fmt.Fprint(stderr, userHelp)
-				fs.PrintDefaults()
-				return 0
-			}
-			return usageFail("%v; run 'petrel user -h' for help", err)
-		}
-		rest := fs.Args()
-		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
-			words = append(words, rest...)
-			break
-		}
-		if len(rest) == 0 {
-			break
-		}
-		words = append(words, rest[0])
-		args = rest[1:]
+	// Flags may come before or after the command and its operands.
+	words, code, ok := parseWords(fs, args, "petrel user", userHelp, stderr)
+	if !ok {
+		return code
 	}
 	if len(words) == 0 {
 		return usageFail("give a command: add, passwd, del or list; run 'petrel user -h' for help")
