@@ -52,9 +52,20 @@ for t in "${targets[@]}"; do
   pkg=${t% *}
   name=${t#* }
   echo "== ${name} (${pkg})"
-  if ! go test -run='^$' -fuzz="^${name}\$" -fuzztime="${fuzztime}" ${extra[@]+"${extra[@]}"} "${pkg}"; then
-    failed+=("${name} (${pkg})")
+  log=$(mktemp)
+  if ! go test -run='^$' -fuzz="^${name}\$" -fuzztime="${fuzztime}" ${extra[@]+"${extra[@]}"} "${pkg}" 2>&1 | tee "$log"; then
+    # Go's fuzzing engine sometimes ends a run with a bare "context deadline
+    # exceeded" when -fuzztime runs out mid-exchange with a worker, with no
+    # failing input (golang/go#75804, fixed in Go 1.27; we build with 1.26):
+    # run such a target once more. A real failure writes a failing input.
+    if grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written' "$log" &&
+      go test -run='^$' -fuzz="^${name}\$" -fuzztime="${fuzztime}" ${extra[@]+"${extra[@]}"} "${pkg}"; then
+      echo "fuzz-smoke: ${name}: the engine's deadline flake; passed on the second run"
+    else
+      failed+=("${name} (${pkg})")
+    fi
   fi
+  rm -f "$log"
 done
 
 if [ ${#failed[@]} -gt 0 ]; then
