@@ -36,20 +36,7 @@ func TestTwoPetrels(t *testing.T) {
 
 	// A: submission for a.test, delivering by MX through that DNS server.
 	dirA := t.TempDir()
-	db, err := users.Open(users.DefaultPath(dirA))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Add("alice@a.test", []byte("correct horse battery")); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Save(); err != nil {
-		t.Fatal(err)
-	}
-	cfgFile := filepath.Join(dirA, "petrel.toml")
-	if err := os.WriteFile(cfgFile, []byte("[delivery]\nport = "+portB+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgFile := senderSetup(t, dirA, portB)
 	addrsA, stderrA, _ := daemon(t, "--config", cfgFile, "--data", dirA, "--hostname", "mx.a.test", "--domain", "a.test",
 		"--mx", "127.0.0.1:0", "--submission", "127.0.0.1:0", "--submissions", "", "--resolver", dns.Addr)
 
@@ -134,20 +121,7 @@ func TestPostfixNextHop(t *testing.T) {
 		postfixtest.Hostname+". 300 IN A 127.0.0.1")
 
 	dir := t.TempDir()
-	db, err := users.Open(users.DefaultPath(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Add("alice@a.test", []byte("correct horse battery")); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Save(); err != nil {
-		t.Fatal(err)
-	}
-	cfgFile := filepath.Join(dir, "petrel.toml")
-	if err := os.WriteFile(cfgFile, []byte("[delivery]\nport = "+pfPort+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgFile := senderSetup(t, dir, pfPort)
 	addrs, stderr, _ := daemon(t, "--config", cfgFile, "--data", dir, "--hostname", "mx.a.test", "--domain", "a.test",
 		"--mx", "", "--submission", "", "--submissions", "127.0.0.1:0", "--resolver", dns.Addr)
 
@@ -194,4 +168,26 @@ func TestPostfixNextHop(t *testing.T) {
 	if !strings.Contains(string(got[0].Data), "(using TLSv1.") {
 		t.Errorf("Postfix's Received header shows no TLS:\n%s", got[0].Data)
 	}
+}
+
+// senderSetup prepares the data directory of a sending Petrel: the user
+// alice@a.test (password "correct horse battery") and a config file that
+// delivers to MX hosts on port mxPort. It returns the config file.
+func senderSetup(t *testing.T, dir, mxPort string) string {
+	t.Helper()
+	db, err := users.Open(users.DefaultPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Add("alice@a.test", []byte("correct horse battery")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Save(); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dir, "petrel.toml")
+	if err := os.WriteFile(cfgFile, []byte("[delivery]\nport = "+mxPort+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfgFile
 }

@@ -4,8 +4,6 @@ package crash
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -19,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/petrel-mta/petrel/internal/testbin"
 )
 
 const (
@@ -32,46 +32,7 @@ const (
 
 var petrelBin string
 
-func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	tmp, err := os.MkdirTemp("", "petrel-crash-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "crash:", err)
-		return 1
-	}
-	defer os.RemoveAll(tmp)
-	bin, err := buildPetrel(tmp)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "crash: building cmd/petrel:", err)
-		return 1
-	}
-	petrelBin = bin
-	return m.Run()
-}
-
-// buildPetrel runs `go build -o dir/petrel ./cmd/petrel` in the module root.
-func buildPetrel(dir string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("go env GOMOD: not inside a module")
-	}
-	bin := filepath.Join(dir, "petrel")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/petrel")
-	cmd.Dir = filepath.Dir(gomod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("%w\n%s", err, out)
-	}
-	return bin, nil
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, "crash", &petrelBin)) }
 
 // syncBuffer is a bytes.Buffer safe for concurrent use.
 type syncBuffer struct {

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,11 +19,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/petrel-mta/petrel/internal/testbin"
 )
 
 // Bounds on everything the tests wait for.
 const (
-	buildTimeout    = 5 * time.Minute
 	readyTimeout    = 10 * time.Second
 	clientTimeout   = 60 * time.Second
 	deliveryTimeout = 10 * time.Second
@@ -34,47 +34,7 @@ const (
 // petrelBin is the daemon built by TestMain.
 var petrelBin string
 
-func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	tmp, err := os.MkdirTemp("", "petrel-interop-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "interop:", err)
-		return 1
-	}
-	defer os.RemoveAll(tmp)
-	bin, err := buildPetrel(tmp)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "interop: building cmd/petrel:", err)
-		return 1
-	}
-	petrelBin = bin
-	return m.Run()
-}
-
-// buildPetrel runs `go build -o dir/petrel ./cmd/petrel` in the module root,
-// found with `go env GOMOD`.
-func buildPetrel(dir string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("go env GOMOD: not inside a module")
-	}
-	bin := filepath.Join(dir, "petrel")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/petrel")
-	cmd.Dir = filepath.Dir(gomod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("%w\n%s", err, out)
-	}
-	return bin, nil
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, "interop", &petrelBin)) }
 
 // requireTool returns the path of a client program, looking in PATH and
 // then in the sbin directories (root's PATH may lack them). When it is
