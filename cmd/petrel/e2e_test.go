@@ -26,7 +26,11 @@ import (
 func TestTwoPetrels(t *testing.T) {
 	// B: the MX of b.test.
 	dirB := t.TempDir()
-	addrsB, stderrB, _ := daemon(t, "--data", dirB, "--hostname", "mx.b.test", "--domain", "b.test",
+	cfgB := filepath.Join(dirB, "petrel.toml")
+	if err := os.WriteFile(cfgB, []byte("[local]\nmailboxes = [\"bob\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addrsB, stderrB, _ := daemon(t, "--config", cfgB, "--data", dirB, "--hostname", "mx.b.test", "--domain", "b.test",
 		"--mx", "127.0.0.1:0", "--submission", "", "--submissions", "")
 	_, portB, _ := net.SplitHostPort(addrsB["mx"])
 

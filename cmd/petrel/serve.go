@@ -188,8 +188,15 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 		return err
 	}
 	defer deliverer.Close()
+	aliases := make(map[string][]string, len(cfg.Local.Aliases))
+	for k, v := range cfg.Local.Aliases {
+		aliases[k] = v
+	}
 	backend := relay.New(relay.Options{Domains: cfg.Domains, Queue: spool, Log: log,
-		Users: userDB, AuthListeners: []string{"submission", "submissions"}})
+		Users: userDB, AuthListeners: []string{"submission", "submissions"},
+		Trusted: cfg.Relay.TrustedPrefixes(),
+		Local: relay.Local{AcceptAny: cfg.Local.Recipients == "any", Users: userDB, Mailboxes: cfg.Local.Mailboxes,
+			Aliases: aliases, CatchAll: cfg.Local.CatchAll, Delimiter: cfg.Local.RecipientDelimiter}})
 	authLimiter := smtpserver.NewAuthLimiter(smtpserver.DefaultMaxAuthFailures, smtpserver.DefaultAuthFailureWindow)
 	tlsConfig := store.TLSConfig()
 	limiter := smtpserver.NewConnLimiter(cfg.Limits.MaxConnections, cfg.Limits.MaxConnectionsPerIP)
@@ -263,7 +270,10 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	}
 	fmt.Fprintf(stdout, "petrel: delivering mail for %s to Maildirs under %s\n", strings.Join(cfg.Domains, ", "), filepath.Join(cfg.DataDir, "maildir"))
 	if cfg.Listeners.MX != "" && len(cfg.Domains) > 0 {
-		fmt.Fprintf(stdout, "petrel: try: swaks --server %s --tls --to you@%s --from me@example.org\n", cfg.Listeners.MX, cfg.Domains[0])
+		fmt.Fprintf(stdout, "petrel: try: swaks --server %s --tls --to postmaster@%s --from me@example.org\n", cfg.Listeners.MX, cfg.Domains[0])
+		if cfg.Local.Recipients == "known" {
+			fmt.Fprintf(stdout, "petrel: more mailboxes: petrel user add NAME --data %s (or [local] mailboxes/aliases in the config)\n", cfg.DataDir)
+		}
 	}
 
 	loopCtx, stopLoop := context.WithCancel(context.Background())
@@ -324,7 +334,8 @@ func describe(requireTLS, implicitTLS bool) string {
 // and Logger are the caller's).
 func deliveryOptions(cfg config.Config) (delivery.Options, error) {
 	dc := cfg.Delivery
-	o := delivery.Options{LocalName: cfg.Hostname, LocalDomains: cfg.Domains, Port: strconv.Itoa(dc.Port)}
+	o := delivery.Options{LocalName: cfg.Hostname, LocalDomains: cfg.Domains, Port: strconv.Itoa(dc.Port),
+		RecipientDelimiter: cfg.Local.RecipientDelimiter}
 	level, err := smtpclient.ParseLevel(dc.TLS)
 	if err != nil {
 		return o, fmt.Errorf("delivery.tls: %w", err)

@@ -135,7 +135,13 @@ func TestServeEmbeddedDefault(t *testing.T) {
 	if err := c.Mail("sender@example.org"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Rcpt("Carol@Example.Test"); err != nil {
+	// Unknown local users are refused at RCPT (no backscatter later); the
+	// first message goes to postmaster, as the start-up hint says.
+	if err := c.Rcpt("Carol@Example.Test"); err == nil || !strings.Contains(err.Error(), "550") ||
+		!strings.Contains(err.Error(), "5.1.1 <Carol@Example.Test>: Recipient address rejected") {
+		t.Fatalf("unknown recipient: %v, want 550 5.1.1", err)
+	}
+	if err := c.Rcpt("Postmaster@Example.Test"); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Rcpt("someone@elsewhere.example"); err == nil || !strings.Contains(err.Error(), "5.7.1 Relay access denied") {
@@ -153,7 +159,7 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = c.Quit()
-	files := waitMaildir(t, filepath.Join(dir, "maildir", "carol", "new"))
+	files := waitMaildir(t, filepath.Join(dir, "maildir", "postmaster", "new"))
 	if len(files) != 1 {
 		t.Fatalf("maildir files: %v", files)
 	}
@@ -382,7 +388,7 @@ func TestServeAuth(t *testing.T) {
 	if err := c.Mail("alice@example.test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Rcpt("bob@localhost"); err != nil {
+	if err := c.Rcpt("postmaster@example.test"); err != nil {
 		t.Fatal(err)
 	}
 	w, err := c.Data()
@@ -394,7 +400,7 @@ func TestServeAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = c.Quit()
-	files := waitMaildir(t, filepath.Join(dir, "maildir", "bob", "new"))
+	files := waitMaildir(t, filepath.Join(dir, "maildir", "postmaster", "new"))
 	if len(files) != 1 {
 		t.Fatalf("maildir: %v", files)
 	}

@@ -62,6 +62,12 @@ type Config struct {
 	// Auth is the [auth] table: SMTP AUTH on the submission listeners.
 	Auth Auth `toml:"auth"`
 
+	// Local is the [local] table: local recipients, aliases, LMTP.
+	Local Local `toml:"local"`
+
+	// Relay is the [relay] table: trusted networks.
+	Relay Relay `toml:"relay"`
+
 	// Delivery is the [delivery] table: how queued mail leaves.
 	Delivery Delivery `toml:"delivery"`
 
@@ -272,6 +278,13 @@ func Default() Config {
 			TLSHandshake: Duration{30 * time.Second},
 			Shutdown:     Duration{30 * time.Second},
 		},
+		Local: Local{
+			Recipients: "known",
+			Mailboxes:  []string{},
+			Aliases:    map[string]Targets{},
+			LMTPTLS:    "none",
+		},
+		Relay: Relay{TrustedNetworks: []string{}},
 		Delivery: Delivery{
 			TLS:          "may",
 			TLSPolicy:    map[string]string{},

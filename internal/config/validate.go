@@ -107,6 +107,8 @@ func (c *Config) problems() []error {
 		}
 	}
 
+	errs = append(errs, c.localProblems()...)
+
 	dl := c.Delivery
 	for key, v := range map[string]string{"delivery.tls": dl.TLS, "delivery.smarthost_tls": dl.SmarthostTLS} {
 		if !isLevel(v) {

@@ -93,8 +93,13 @@ type Options struct {
 	Local Local
 	// Mailbox maps a local recipient address to its mailbox name; an
 	// error fails the recipient permanently (550 5.1.1). Default: the
-	// local part, lower-cased. Aliases and a catch-all plug in here.
+	// local part, lower-cased, without the part from RecipientDelimiter
+	// on. (Aliases are expanded before messages are queued:
+	// internal/relay.)
 	Mailbox func(addr string) (string, error)
+	// RecipientDelimiter, when set ("+"), makes alice+tag the mailbox
+	// alice in the default Mailbox.
+	RecipientDelimiter string
 
 	// Resolver finds MX hosts and addresses; nil is net.DefaultResolver.
 	Resolver dnsx.Resolver
@@ -185,7 +190,16 @@ func New(opts Options) (*Deliverer, error) {
 		opts.MaxAddresses = 10
 	}
 	if opts.Mailbox == nil {
-		opts.Mailbox = defaultMailbox
+		delim := opts.RecipientDelimiter
+		opts.Mailbox = func(addr string) (string, error) {
+			mb, err := defaultMailbox(addr)
+			if err == nil && delim != "" {
+				if i := strings.Index(mb, delim); i > 0 {
+					mb = mb[:i]
+				}
+			}
+			return mb, err
+		}
 	}
 	if len(opts.LocalDomains) > 0 && opts.Local == nil {
 		return nil, errors.New("delivery: LocalDomains without a Local transport")

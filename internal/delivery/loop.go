@@ -29,6 +29,9 @@ type Loop struct {
 	Poll time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Now is the clock for the Date of DSNs (the queue has its own, for
+	// scheduling); nil is time.Now.
+	Now func() time.Time
 }
 
 // Run delivers until ctx ends, then waits for the deliveries in progress
@@ -150,8 +153,14 @@ func (l *Loop) bounce(ctx context.Context, m queue.Message, failed []queue.Recip
 		if !wantsFailure(r.Notify) {
 			continue
 		}
-		rcpts = append(rcpts, dsn.Recipient{Addr: r.Addr, ORCPT: r.ORCPT, Action: dsn.ActionFailed,
-			Reply: r.LastReply, RemoteMTA: r.RemoteMTA, LastAttempt: r.LastAttempt})
+		rc := dsn.Recipient{Addr: r.Addr, ORCPT: r.ORCPT, Action: dsn.ActionFailed,
+			Reply: r.LastReply, RemoteMTA: r.RemoteMTA, LastAttempt: r.LastAttempt}
+		if r.Expired {
+			// RFC 3463 §3.5: X.4.7, delivery time expired; the last
+			// reply stays as the Diagnostic-Code.
+			rc.Status = "4.4.7"
+		}
+		rcpts = append(rcpts, rc)
 	}
 	if len(rcpts) == 0 {
 		return nil
@@ -161,6 +170,10 @@ func (l *Loop) bounce(ctx context.Context, m queue.Message, failed []queue.Recip
 		return err
 	}
 	defer body.Close()
+	var now time.Time
+	if l.Now != nil {
+		now = l.Now()
+	}
 	ret := dsn.RetDefault
 	switch strings.ToUpper(m.Attrs[queue.AttrDSNRet]) {
 	case "FULL":
@@ -178,6 +191,7 @@ func (l *Loop) bounce(ctx context.Context, m queue.Message, failed []queue.Recip
 		Arrival:      m.Received,
 		Message:      body,
 		Recipients:   rcpts,
+		Now:          now,
 	})
 	if errors.Is(err, dsn.ErrNullSender) {
 		return nil

@@ -3,10 +3,18 @@
 // puts each message in the durable queue before the server answers 250.
 //
 // Petrel is never an open relay (RFC 5321 §3.6, RFC 2505): a recipient in a
-// local domain is always accepted; any other only from a client that
-// authenticated (SMTP AUTH, on the submission listeners). TLS alone never
-// authorises relaying (RFC 3207 §4), and there are no trusted networks, not
-// even loopback: a local proxy must not turn Petrel into an open relay.
+// local domain is accepted when it exists (see [Local]); any other only from
+// a client that authenticated (SMTP AUTH, on the submission listeners) or,
+// on the MX listener, from a configured trusted network. TLS alone never
+// authorises relaying (RFC 3207 §4), and there are no trusted networks by
+// default, not even loopback: a local proxy must not turn Petrel into an
+// open relay. The submission listeners require AUTH before MAIL from
+// everyone (RFC 6409 §4.3), trusted networks included.
+//
+// Local recipients are resolved when the message is accepted: aliases and
+// catch-alls are expanded then (as Postfix's cleanup does with
+// virtual_alias_maps), so the queue holds the final recipients, each with
+// the original recipient as its ORCPT for DSNs (RFC 3461 §4.2).
 package relay
 
 import (
@@ -15,6 +23,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -39,9 +48,42 @@ type Options struct {
 	Log *slog.Logger
 	// Users checks AUTH credentials; nil offers no AUTH.
 	Users Verifier
-	// AuthListeners names the listeners (smtpserver.Options.Name) whose
-	// sessions offer AUTH: submission and submissions, never the MX.
+	// AuthListeners names the submission listeners
+	// (smtpserver.Options.Name): their sessions offer AUTH and must
+	// authenticate before MAIL (RFC 6409 §4.3). Never the MX.
 	AuthListeners []string
+	// Trusted are the client networks that may relay without AUTH on the
+	// other listeners (Postfix's mynetworks); none by default.
+	Trusted []netip.Prefix
+	// Local says which local recipients exist and how they are rewritten.
+	Local Local
+}
+
+// Local is the local recipient table.
+type Local struct {
+	// AcceptAny accepts every local part (each is its own mailbox); else
+	// only the known ones: Users, Mailboxes, aliases, postmaster.
+	AcceptAny bool
+	// Users are the users of the users file; a user name is a local part
+	// ("alice") or a whole address ("alice@example.org").
+	Users Directory
+	// Mailboxes are local parts that exist without being users.
+	Mailboxes []string
+	// Aliases map a local part (any local domain), an address of a local
+	// domain or "@domain" (its catch-all) to one or more targets; a target
+	// without "@" is a local part in the recipient's domain. Keys are
+	// compared in lower case.
+	Aliases map[string][]string
+	// CatchAll receives the local parts that match nothing else, in every
+	// local domain ("" refuses them).
+	CatchAll string
+	// Delimiter, when set ("+"), makes alice+tag the mailbox alice.
+	Delimiter string
+}
+
+// Directory tells whether a user exists (internal/users.DB is one).
+type Directory interface {
+	Exists(name string) bool
 }
 
 // Verifier checks a user's password (internal/users.DB is one).
@@ -57,12 +99,23 @@ type Backend struct {
 	log           *slog.Logger
 	users         Verifier
 	authListeners map[string]bool
+	trusted       []netip.Prefix
+	local         Local
+	mailboxes     map[string]bool
+	aliases       map[string][]string
 }
 
 // New returns a Backend.
 func New(opts Options) *Backend {
 	b := &Backend{domains: make(map[string]bool), queue: opts.Queue, log: opts.Log, users: opts.Users,
-		authListeners: make(map[string]bool)}
+		authListeners: make(map[string]bool), trusted: opts.Trusted, local: opts.Local,
+		mailboxes: make(map[string]bool), aliases: make(map[string][]string)}
+	for _, m := range opts.Local.Mailboxes {
+		b.mailboxes[strings.ToLower(m)] = true
+	}
+	for k, v := range opts.Local.Aliases {
+		b.aliases[strings.ToLower(k)] = v
+	}
 	for _, l := range opts.AuthListeners {
 		b.authListeners[l] = true
 	}
@@ -87,8 +140,11 @@ var (
 
 // NewSession implements smtpserver.Backend.
 func (b *Backend) NewSession(_ context.Context, c *smtpserver.Conn) (smtpserver.Session, error) {
-	s := &session{b: b, c: c}
-	if b.users != nil && b.authListeners[c.Listener()] {
+	s := &session{b: b, c: c, submission: b.authListeners[c.Listener()]}
+	if !s.submission {
+		s.trusted = b.isTrusted(c.RemoteAddr())
+	}
+	if b.users != nil && s.submission {
 		return &authSession{s}, nil
 	}
 	return s, nil
@@ -97,9 +153,25 @@ func (b *Backend) NewSession(_ context.Context, c *smtpserver.Conn) (smtpserver.
 var errAuthInvalid = &smtp.Error{Code: smtp.C535AuthInvalid, Enhanced: smtp.EnhancedCode{Class: 5, Subject: 7, Detail: 8},
 	Message: "Authentication credentials invalid"}
 
-// authSession is a session on a listener that offers AUTH (the server
-// offers it only inside TLS). Relaying for authenticated users arrives
-// with remote delivery; today they send to the local domains like anyone.
+func (b *Backend) isTrusted(a net.Addr) bool {
+	if len(b.trusted) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, p := range b.trusted {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// authSession is a session on a submission listener: it offers AUTH (the
+// server offers it only inside TLS).
 type authSession struct{ *session }
 
 func (s *authSession) Auth(ctx context.Context, mech, _, username string, password []byte) error {
@@ -109,29 +181,127 @@ func (s *authSession) Auth(ctx context.Context, mech, _, username string, passwo
 	return nil
 }
 
-// Local reports the mailbox a recipient is delivered to, or false when it
-// is not in a local domain. <Postmaster> without a domain is always local
-// (RFC 5321 §4.1.1.3). Address literals are never local: a relay test
-// favourite, and Petrel does not deliver by IP address.
-func (b *Backend) Local(to smtp.Path) (mailbox string, ok bool) {
-	if to.IsPostmaster() {
-		return "postmaster", true
+// Replies to local recipients.
+var (
+	errAuthRequired = &smtp.Error{Code: smtp.C530AuthRequired, Enhanced: smtp.E570Security,
+		Message: "Authentication required"}
+	errAliasLoop = &smtp.Error{Code: smtp.C550MailboxUnavail, Enhanced: smtp.EnhancedCode{Class: 5, Subject: 4, Detail: 6},
+		Message: "Alias expansion loop or too deep"}
+)
+
+func errUnknown(addr string) error {
+	return &smtp.Error{Code: smtp.C550MailboxUnavail, Enhanced: smtp.E511BadMailbox,
+		Message: "<" + addr + ">: Recipient address rejected: User unknown in local recipient table"}
+}
+
+// maxAliasDepth bounds nested alias expansion.
+const maxAliasDepth = 10
+
+// IsLocal reports whether a recipient is in a local domain. <Postmaster>
+// without a domain is always local (RFC 5321 §4.1.1.3). Address literals
+// are never local: a relay test favourite, and Petrel does not deliver by
+// IP address.
+func (b *Backend) IsLocal(to smtp.Path) bool {
+	return to.IsPostmaster() || (!to.IsLiteral() && b.domains[strings.ToLower(to.Domain)])
+}
+
+// Resolve returns the addresses a local recipient is delivered to, after
+// aliases and catch-alls: itself when it is a known mailbox, or the
+// expansion of its alias (which may hold remote addresses); an
+// *smtp.Error (550 5.1.1) when it does not exist. <Postmaster> is
+// postmaster of the first local domain.
+func (b *Backend) Resolve(to smtp.Path) ([]string, error) {
+	if to.IsPostmaster() && to.Domain == "" {
+		return b.resolve("postmaster", b.primary, "postmaster@"+b.primary, 0, map[string]bool{})
 	}
-	if to.IsLiteral() || !b.domains[strings.ToLower(to.Domain)] {
-		return "", false
+	return b.resolve(to.Local, strings.ToLower(to.Domain), to.String(), 0, map[string]bool{})
+}
+
+// resolve resolves local@dom, which is addr as it is to be queued.
+func (b *Backend) resolve(local, dom, addr string, depth int, seen map[string]bool) ([]string, error) {
+	key := strings.ToLower(local + "@" + dom)
+	if depth > maxAliasDepth || seen[key] {
+		return nil, errAliasLoop
 	}
-	return strings.ToLower(to.Local), true
+	seen[key] = true
+	defer delete(seen, key) // a sibling may reach the same target
+	lower := strings.ToLower(local)
+	base := lower
+	if d := b.local.Delimiter; d != "" {
+		if i := strings.Index(lower, d); i > 0 {
+			base = lower[:i]
+		}
+	}
+	for _, k := range []string{lower + "@" + dom, lower, base + "@" + dom, base} {
+		if targets, ok := b.aliases[k]; ok {
+			return b.expand(targets, dom, depth, seen)
+		}
+	}
+	if b.known(base, dom) {
+		return []string{addr}, nil
+	}
+	if targets, ok := b.aliases["@"+dom]; ok {
+		return b.expand(targets, dom, depth, seen)
+	}
+	if b.local.CatchAll != "" {
+		return b.expand([]string{b.local.CatchAll}, dom, depth, seen)
+	}
+	return nil, errUnknown(addr)
+}
+
+// known reports whether the mailbox base exists (without alias lookup).
+func (b *Backend) known(base, dom string) bool {
+	if b.local.AcceptAny || base == "postmaster" || b.mailboxes[base] {
+		return true
+	}
+	u := b.local.Users
+	return u != nil && (u.Exists(base) || u.Exists(base+"@"+dom))
+}
+
+func (b *Backend) expand(targets []string, dom string, depth int, seen map[string]bool) ([]string, error) {
+	var out []string
+	for _, t := range targets {
+		local, tdom, ok := strings.Cut(t, "@")
+		if !ok {
+			tdom = dom
+		}
+		tdom = strings.ToLower(strings.TrimSuffix(tdom, "."))
+		addr := smtp.Path{Local: local, Domain: tdom}.String()
+		if !b.domains[tdom] {
+			out = append(out, addr) // forwarding
+			continue
+		}
+		if seen[strings.ToLower(local+"@"+tdom)] {
+			// alice → [alice, archive]: the alias names its own
+			// mailbox, which therefore exists.
+			out = append(out, addr)
+			continue
+		}
+		r, err := b.resolve(local, tdom, addr, depth+1, seen)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r...)
+	}
+	return out, nil
 }
 
 type session struct {
-	b     *Backend
-	c     *smtpserver.Conn
-	from  smtp.Path
-	opts  smtpserver.MailOptions
-	rcpts []queue.Recipient
+	b          *Backend
+	c          *smtpserver.Conn
+	submission bool // a submission listener: AUTH before MAIL
+	trusted    bool // from a trusted network (never on submission)
+	from       smtp.Path
+	opts       smtpserver.MailOptions
+	rcpts      []queue.Recipient
 }
 
 func (s *session) Mail(_ context.Context, from smtp.Path, opts *smtpserver.MailOptions) error {
+	if s.submission && s.c.AuthUser() == "" {
+		// RFC 6409 §4.3 (S-SUB-11): the MSA refuses MAIL until the
+		// client has authenticated, whatever the recipients.
+		return errAuthRequired
+	}
 	s.from = from
 	s.opts = *opts
 	s.rcpts = s.rcpts[:0]
@@ -139,17 +309,42 @@ func (s *session) Mail(_ context.Context, from smtp.Path, opts *smtpserver.MailO
 }
 
 func (s *session) Rcpt(_ context.Context, to smtp.Path, _ *smtpserver.RcptOptions) error {
-	addr := to.String()
-	if _, local := s.b.Local(to); local {
-		if to.IsPostmaster() {
-			addr = "postmaster@" + s.b.primary
+	if !s.b.IsLocal(to) {
+		if (s.c.AuthUser() == "" && !s.trusted) || to.IsLiteral() {
+			s.c.Logger().Info("recipient refused: relay access denied", "from", s.from.String(), "to", to.String())
+			return ErrRelayDenied
 		}
-	} else if s.c.AuthUser() == "" || to.IsLiteral() {
-		s.c.Logger().Info("recipient refused: relay access denied", "from", s.from.String(), "to", addr)
-		return ErrRelayDenied
+		s.add(queue.Recipient{Addr: to.String()})
+		return nil
 	}
-	s.rcpts = append(s.rcpts, queue.Recipient{Addr: addr})
+	targets, err := s.b.Resolve(to)
+	if err != nil {
+		s.c.Logger().Info("recipient refused", "from", s.from.String(), "to", to.String(), "reply", err.Error())
+		return err
+	}
+	orig := to.String()
+	if to.IsPostmaster() && to.Domain == "" {
+		orig = "postmaster@" + s.b.primary
+	}
+	for _, t := range targets {
+		r := queue.Recipient{Addr: t}
+		if t != orig {
+			r.ORCPT = "rfc822;" + orig
+		}
+		s.add(r)
+	}
 	return nil
+}
+
+// add adds r to the transaction unless it is there already (two aliases
+// naming one mailbox deliver once).
+func (s *session) add(r queue.Recipient) {
+	for _, have := range s.rcpts {
+		if strings.EqualFold(have.Addr, r.Addr) {
+			return
+		}
+	}
+	s.rcpts = append(s.rcpts, r)
 }
 
 func (s *session) Data(ctx context.Context, r io.Reader) error {

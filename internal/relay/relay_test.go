@@ -67,7 +67,8 @@ func (c *client) starttls(cfg *tls.Config) {
 }
 
 type env struct {
-	addr      string
+	addr      string // the MX listener
+	subAddr   string // the submission listener (AUTH required)
 	clientTLS *tls.Config
 	q         *queue.Spool
 }
@@ -80,9 +81,13 @@ func (p passwords) Verify(_ context.Context, name string, pw []byte) bool {
 	return ok && want == string(pw)
 }
 
-// start runs a relay backend on a listener named "submission" (which offers
-// AUTH to the users in passwords) over a queue in a temp dir, or over q.
-func start(t *testing.T, q relay.Queue) *env {
+func (p passwords) Exists(name string) bool { _, ok := p[name]; return ok }
+
+// start runs a relay backend over a queue in a temp dir (or over q) on two
+// listeners: "mx" and "submission" (which offers AUTH to the users in
+// passwords and requires it). The local domains are localhost and
+// example.net; every local part exists unless modify says otherwise.
+func start(t *testing.T, q relay.Queue, modify ...func(*relay.Options)) *env {
 	t.Helper()
 	serverTLS, clientTLS, err := smtptest.TLSConfigs()
 	if err != nil {
@@ -97,14 +102,26 @@ func start(t *testing.T, q relay.Queue) *env {
 	if q == nil {
 		q = e.q
 	}
-	b := relay.New(relay.Options{Domains: []string{"localhost", "example.net"}, Queue: q,
-		Users: passwords{"alice": "secret-password"}, AuthListeners: []string{"submission"}})
-	srv, err := smtptest.NewServer(smtpserver.Options{Name: "submission", Hostname: "mx.test", Backend: b, TLSConfig: serverTLS})
-	if err != nil {
-		t.Fatal(err)
+	users := passwords{"alice": "secret-password"}
+	opts := relay.Options{Domains: []string{"localhost", "example.net"}, Queue: q,
+		Users: users, AuthListeners: []string{"submission"}, Local: relay.Local{AcceptAny: true, Users: users}}
+	for _, m := range modify {
+		m(&opts)
 	}
-	t.Cleanup(func() { _ = srv.Close() })
-	e.addr = srv.Addr
+	b := relay.New(opts)
+	for _, name := range []string{"mx", "submission"} {
+		srv, err := smtptest.NewServer(smtpserver.Options{Name: name, Hostname: "mx.test", Backend: b, TLSConfig: serverTLS,
+			RequireTLS: name == "submission"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = srv.Close() })
+		if name == "mx" {
+			e.addr = srv.Addr
+		} else {
+			e.subAddr = srv.Addr
+		}
+	}
 	return e
 }
 
@@ -187,13 +204,14 @@ func TestRelayDenied(t *testing.T) {
 // S-SUB-11); its message is queued with the user recorded for delivery.
 func TestAuthenticatedRelay(t *testing.T) {
 	e := start(t, nil)
-	c := dial(t, e.addr)
+	c := dial(t, e.subAddr)
 	c.cmd(250, "EHLO client.test")
 	c.starttls(e.clientTLS)
 	c.cmd(250, "EHLO client.test")
-	c.cmd(250, "MAIL FROM:<alice@localhost>")
-	c.cmd(554, "RCPT TO:<friend@foreign.example>") // TLS alone: no
-	c.cmd(250, "RSET")
+	// TLS alone: no. RFC 6409 §4.3: MAIL is refused before AUTH.
+	if msg := c.cmd(530, "MAIL FROM:<alice@localhost>"); !strings.HasPrefix(msg, "5.7.0 Authentication required") {
+		t.Errorf("MAIL before AUTH: %q", msg)
+	}
 	c.cmd(235, "AUTH PLAIN AGFsaWNlAHNlY3JldC1wYXNzd29yZA==") // \0alice\0secret-password
 	c.cmd(250, "MAIL FROM:<alice@localhost>")
 	c.cmd(250, "RCPT TO:<friend@foreign.example>")

@@ -146,6 +146,15 @@ func (db *DB) List() []string {
 	return names
 }
 
+// Exists reports whether name (lowercased first) is a user: the relay
+// backend asks it whether a local recipient has a mailbox.
+func (db *DB) Exists(name string) bool {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	_, ok := db.view.hash(normalize(name))
+	return ok
+}
+
 // Add adds a user with an Argon2id hash of password. The name is lowercased
 // first. It is an error (ErrExists) if the user exists, and the password
 // must be MinPasswordLen to MaxPasswordLen bytes without NUL, CR or LF

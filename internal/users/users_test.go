@@ -692,3 +692,29 @@ func TestBcryptImport(t *testing.T) {
 		t.Errorf("file after passwd: %q", c)
 	}
 }
+
+// Exists answers the relay's "is this a local recipient" question: names
+// are compared in lower case, unsaved additions count, deletions too.
+func TestExists(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "users"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Add("alice", []byte("correct horse battery")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Add("bob@example.org", []byte("correct horse battery")); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"alice": true, "ALICE": true, "bob@example.org": true, "bob": false, "carol": false} {
+		if got := db.Exists(name); got != want {
+			t.Errorf("Exists(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if err := db.Delete("alice"); err != nil {
+		t.Fatal(err)
+	}
+	if db.Exists("alice") {
+		t.Error("Exists after Delete")
+	}
+}

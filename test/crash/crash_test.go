@@ -63,7 +63,15 @@ type daemon struct {
 func start(t *testing.T, dir, addr string) *daemon {
 	t.Helper()
 	d := &daemon{out: &syncBuffer{}, exited: make(chan struct{})}
+	cfg := filepath.Join(dir, "petrel.toml")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte("[local]\nmailboxes = [\"u\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	d.cmd = exec.Command(petrelBin, "serve",
+		"--config", cfg,
 		"--data", dir,
 		"--hostname", "mx.test",
 		"--domain", "crash.test",

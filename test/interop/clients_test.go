@@ -51,10 +51,12 @@ func swaksData(msg []byte) []byte {
 // over STARTTLS (RFC 3207) with "starttls", or with implicit TLS (RFC 8314)
 // with "ssl". sendmail with a bytes message sends it unchanged but for
 // dot-stuffing (RFC 5321 §4.5.2). It verifies the certificate against the
-// given CA file and the host name (an IP address SAN here).
+// given CA file and the host name (an IP address SAN here). With a user and
+// password after the file, it authenticates (SMTP.login, inside TLS).
 const pySend = `
 import smtplib, ssl, sys
 mode, host, port, cafile, sender, rcpt, path = sys.argv[1:8]
+auth = sys.argv[8:10]
 ctx = ssl.create_default_context(cafile=cafile)
 data = open(path, 'rb').read()
 if mode == 'ssl':
@@ -73,6 +75,8 @@ if mode == 'starttls':
 if not isinstance(s.sock, ssl.SSLSocket):
     sys.exit('not a TLS connection')
 print('TLS', s.sock.version(), s.sock.cipher())
+if auth:
+    s.login(auth[0], auth[1])
 refused = s.sendmail(sender, [rcpt], data, mail_options=['BODY=8BITMIME'])
 if refused:
     sys.exit('refused: %r' % (refused,))

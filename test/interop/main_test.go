@@ -87,6 +87,12 @@ type daemon struct {
 }
 
 // CertFile is the self-signed certificate the daemon made on first start.
+// The submission user of every daemon (AUTH PLAIN/LOGIN, inside TLS).
+const (
+	SubmitUser     = "submitter@localhost"
+	SubmitPassword = "interop password 1"
+)
+
 func (d *daemon) CertFile() string { return filepath.Join(d.Dir, "tls", "cert.pem") }
 
 // Port returns the port of one of the daemon's addresses.
@@ -146,7 +152,22 @@ func tryStartDaemon(t *testing.T) (d *daemon, exited bool, err error) {
 		stderr:     &syncBuffer{},
 		exited:     make(chan struct{}),
 	}
+	// Interop tests are about transport: every local part exists. One
+	// user, for the submission listeners, which require AUTH (RFC 6409).
+	if err := os.MkdirAll(d.Dir, 0o700); err != nil {
+		return nil, false, err
+	}
+	cfg := filepath.Join(d.Dir, "petrel.toml")
+	if err := os.WriteFile(cfg, []byte("[local]\nrecipients = \"any\"\n"), 0o600); err != nil {
+		return nil, false, err
+	}
+	add := exec.Command(petrelBin, "user", "add", SubmitUser, "--data", d.Dir)
+	add.Stdin = strings.NewReader(SubmitPassword + "\n")
+	if out, err := add.CombinedOutput(); err != nil {
+		return nil, false, fmt.Errorf("petrel user add: %v: %s", err, out)
+	}
 	d.cmd = exec.Command(petrelBin, "serve",
+		"--config", cfg,
 		"--data", d.Dir,
 		"--hostname", "localhost",
 		"--domain", "localhost",

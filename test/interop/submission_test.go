@@ -10,7 +10,9 @@ import (
 // TestSubmissionRequiresSTARTTLS checks the submission listener (RFC 6409)
 // with swaks: it offers STARTTLS and answers MAIL before it with 530 5.7.0
 // (RFC 3207 §4: "Must issue a STARTTLS command first"), storing nothing;
-// the same message then goes through after STARTTLS.
+// after STARTTLS, MAIL without AUTH gets 530 5.7.0 "Authentication
+// required" (RFC 6409 §4.3, RFC 4954 §6; S-SUB-11); with AUTH PLAIN the
+// same message goes through.
 func TestSubmissionRequiresSTARTTLS(t *testing.T) {
 	t.Parallel()
 	swaks := requireTool(t, "swaks")
@@ -44,9 +46,16 @@ func TestSubmissionRequiresSTARTTLS(t *testing.T) {
 		t.Fatalf("a message was stored from the refused plaintext session: %v", names)
 	}
 
-	// With STARTTLS the same message goes through.
-	out, err = runClient(t, nil, swaks, append(common,
-		"--tls", "--tls-verify", "--tls-ca-path", d.CertFile())...)
+	// STARTTLS without AUTH: refused at MAIL.
+	tlsArgs := append(common, "--tls", "--tls-verify", "--tls-ca-path", d.CertFile())
+	out, err = runClient(t, nil, swaks, tlsArgs...)
+	if err == nil || !regexp.MustCompile(`(?s)~> MAIL FROM:<a@example\.org>[^\n]*\n<~\* +530 5\.7\.0 Authentication required`).MatchString(out) {
+		t.Fatalf("want MAIL FROM inside TLS without AUTH answered with 530 5.7.0 Authentication required (err %v)\n%s", err, out)
+	}
+
+	// With STARTTLS and AUTH the same message goes through.
+	out, err = runClient(t, nil, swaks, append(tlsArgs,
+		"--auth", "PLAIN", "--auth-user", SubmitUser, "--auth-password", SubmitPassword)...)
 	if err != nil {
 		t.Fatalf("swaks with STARTTLS failed on the submission port: %v\n%s", err, out)
 	}
@@ -69,6 +78,7 @@ func TestSubmissionsImplicitTLS(t *testing.T) {
 			"--server", "127.0.0.1", "--port", Port(t, d.Submits),
 			"--ehlo", "client.localhost",
 			"--tls-on-connect", "--tls-verify", "--tls-ca-path", d.CertFile(),
+			"--auth", "LOGIN", "--auth-user", SubmitUser, "--auth-password", SubmitPassword,
 			"--from", "a@example.org", "--to", "u8@localhost",
 			"--data", "@"+file,
 			"--timeout", "30s",
@@ -88,7 +98,8 @@ func TestSubmissionsImplicitTLS(t *testing.T) {
 		msg := testMessage(t, "u9@localhost")
 		file := writeFile(t, "message.eml", msg)
 		out, err := runClient(t, nil, python, "-c", pySend,
-			"ssl", "127.0.0.1", Port(t, d.Submits), d.CertFile(), "a@example.org", "u9@localhost", file)
+			"ssl", "127.0.0.1", Port(t, d.Submits), d.CertFile(), "a@example.org", "u9@localhost", file,
+			SubmitUser, SubmitPassword)
 		if err != nil {
 			t.Fatalf("python3 smtplib.SMTP_SSL failed: %v\n%s", err, out)
 		}
