@@ -2,7 +2,7 @@
 # Runs every check and test of Petrel on a fresh machine: installs the
 # interoperability peers (Debian packages) and staticcheck when missing, then
 # gofmt, go vet, staticcheck, go test -race (unit, transcript, attack and
-# interop tests), and a short run of every fuzz target.
+# interop tests), every Go benchmark once, and a short run of every fuzz target.
 #
 #   scripts/test.sh              # everything (about 5-10 minutes on 2 cores)
 #   FUZZTIME=60s scripts/fuzz-smoke.sh   # longer fuzzing, separately
@@ -32,6 +32,9 @@ staticcheck ./...
 
 step "go test -race"
 PETREL_INTEROP_REQUIRED=1 go test -race -count=1 -shuffle=on -timeout 20m ./...
+
+step "benchmarks, once each (they keep compiling and working; numbers: BENCHMARKS.md)"
+go test -run '^$' -bench . -benchtime 1x -count=1 ./...
 
 step "fuzz smoke (FUZZTIME=${FUZZTIME:-3s} per target)"
 FUZZTIME="${FUZZTIME:-3s}" bash scripts/fuzz-smoke.sh

@@ -1,0 +1,147 @@
+package smtpserver_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/petrel-mta/petrel/smtp"
+	"github.com/petrel-mta/petrel/smtpserver"
+	"github.com/petrel-mta/petrel/smtptest"
+)
+
+// discard is a Backend that reads every message and keeps nothing: the
+// benchmarks measure the protocol engine, not storage.
+type discard struct{}
+
+func (discard) NewSession(context.Context, *smtpserver.Conn) (smtpserver.Session, error) {
+	return discardSession{}, nil
+}
+
+type discardSession struct{}
+
+func (discardSession) Mail(context.Context, smtp.Path, *smtpserver.MailOptions) error { return nil }
+func (discardSession) Rcpt(context.Context, smtp.Path, *smtpserver.RcptOptions) error { return nil }
+func (discardSession) Data(_ context.Context, r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+func (discardSession) Reset(context.Context) {}
+func (discardSession) Close() error          { return nil }
+
+// benchConn is a lean client: it writes pipelined commands and reads the
+// replies it is owed.
+type benchConn struct {
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func (c *benchConn) replies(b *testing.B, n int) {
+	for range n {
+		for {
+			line, err := c.br.ReadString('\n')
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(line) < 4 || (line[0] != '2' && line[0] != '3') {
+				b.Fatalf("reply %q", line)
+			}
+			if line[3] == ' ' {
+				break
+			}
+		}
+	}
+}
+
+func (c *benchConn) send(b *testing.B, s string, replies int) {
+	if _, err := io.WriteString(c.nc, s); err != nil {
+		b.Fatal(err)
+	}
+	c.replies(b, replies)
+}
+
+func benchServer(b *testing.B) (addr string, clientTLS *tls.Config) {
+	serverTLS, clientTLS, err := smtptest.TLSConfigs()
+	if err != nil {
+		b.Fatal(err)
+	}
+	clientTLS.CurvePreferences = []tls.CurveID{tls.X25519}
+	srv, err := smtptest.NewServer(smtpserver.Options{Hostname: "mx.test", Backend: discard{}, TLSConfig: serverTLS})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = srv.Close() })
+	return srv.Addr, clientTLS
+}
+
+// dialTLS connects, reads the greeting, says EHLO, STARTTLS, handshakes and
+// says EHLO again (RFC 3207).
+func dialTLS(b *testing.B, addr string, cfg *tls.Config) *benchConn {
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &benchConn{nc: nc, br: bufio.NewReader(nc)}
+	c.replies(b, 1)
+	c.send(b, "EHLO client.test\r\n", 1)
+	c.send(b, "STARTTLS\r\n", 1)
+	tc := tls.Client(nc, cfg)
+	if err := tc.Handshake(); err != nil {
+		b.Fatal(err)
+	}
+	c.nc, c.br = tc, bufio.NewReader(tc)
+	c.send(b, "EHLO client.test\r\n", 1)
+	return c
+}
+
+func message(size int) string {
+	var sb strings.Builder
+	sb.WriteString("Subject: bench\r\n\r\n")
+	for sb.Len() < size {
+		sb.WriteString(strings.Repeat("x", 76) + "\r\n")
+	}
+	return sb.String()
+}
+
+// BenchmarkSessionSTARTTLS is one whole session per iteration over
+// loopback: connect, EHLO, STARTTLS (TLS 1.3, X25519, ECDSA P-256), EHLO,
+// one pipelined 1 KiB message, QUIT. Client and server share the CPU.
+func BenchmarkSessionSTARTTLS(b *testing.B) {
+	addr, cfg := benchServer(b)
+	tx := "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+	msg := message(1024) + ".\r\n"
+	b.ReportAllocs()
+	for b.Loop() {
+		c := dialTLS(b, addr, cfg)
+		c.send(b, tx, 3)
+		c.send(b, msg, 1)
+		c.send(b, "QUIT\r\n", 1)
+		_ = c.nc.Close()
+	}
+}
+
+// BenchmarkMessageReused is one message per iteration on a long TLS
+// session (pipelined MAIL, RCPT, DATA; then the data), for 1 KiB and
+// 100 KiB messages.
+func BenchmarkMessageReused(b *testing.B) {
+	for _, size := range []int{1 << 10, 100 << 10} {
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			addr, cfg := benchServer(b)
+			c := dialTLS(b, addr, cfg)
+			defer c.nc.Close()
+			tx := "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+			msg := message(size) + ".\r\n"
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			for b.Loop() {
+				c.send(b, tx, 3)
+				c.send(b, msg, 1)
+			}
+		})
+	}
+}
