@@ -844,3 +844,42 @@ func TestAuthRateLimitDuringExchange(t *testing.T) {
 		t.Fatalf("backend asked %d times, want 2", n)
 	}
 }
+
+// TestDebugTrace: at level debug the server logs the protocol trace, one
+// line per command and per reply, with AUTH's credentials redacted (the
+// initial response, and continuation lines are never logged).
+func TestDebugTrace(t *testing.T) {
+	var mu sync.Mutex
+	var logs strings.Builder
+	w := writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	})
+	srv, _, clientTLS := startAuth(t, func(o *smtpserver.Options) {
+		o.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	c, _ := authTLS(t, srv, clientTLS)
+	authOK(t, c)
+	engineCmd(t, c, "AUTH LOGIN", "503 5.5.1 Already authenticated")
+	engineCmd(t, c, "NOOP", "250 2.0.0 OK")
+	engineCmd(t, c, "QUIT", "221 2.0.0 Bye")
+	_ = c.Close()
+	srv.Close()
+	mu.Lock()
+	got := logs.String()
+	mu.Unlock()
+	for _, want := range []string{`msg="C: EHLO client.example"`, `msg="S: 250-`, `msg="C: STARTTLS"`,
+		`msg="C: AUTH PLAIN [redacted]"`, `msg="S: 235 2.7.0 Authentication successful"`, `msg="C: NOOP"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("debug log lacks %s:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, plainIR("", authUser, authPassword)) || strings.Contains(got, authPassword) {
+		t.Errorf("debug log shows the credentials:\n%s", got)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

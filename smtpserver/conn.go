@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,7 @@ type conn struct {
 	w      *bufio.Writer
 	id     string
 	log    *slog.Logger
+	debug  bool // log the protocol trace (level debug)
 	public Conn
 	start  time.Time
 
@@ -111,6 +113,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.r = bufio.NewReaderSize(netReader{c}, readLimit)
 	c.w = bufio.NewWriterSize(nc, 4096)
 	c.log = s.log.With("cid", c.id, "peer", nc.RemoteAddr().String())
+	c.debug = c.log.Enabled(context.Background(), slog.LevelDebug)
 	c.public.c = c
 	return c
 }
@@ -247,6 +250,9 @@ func (c *conn) command(ctx context.Context) error {
 	}
 	// With a refused line, line holds its start: enough for the verb.
 	verb, arg, ok := smtp.ParseCommand(line)
+	if c.debug {
+		c.traceCommand(verb, line)
+	}
 	if ok && isHTTPVerb(verb) {
 		// Cross-protocol attack (ALPACA) or a lost web client: say nothing.
 		c.log.Warn("HTTP request on SMTP port; closing", "verb", verb)
@@ -398,6 +404,20 @@ func (c *conn) writeReply(e *smtp.Error) {
 func (c *conn) writeReplyLines(code int, enh smtp.EnhancedCode, lines ...string) {
 	c.replyBuf = smtp.AppendReply(c.replyBuf[:0], code, enh, lines...)
 	_, _ = c.w.Write(c.replyBuf)
+	if c.debug {
+		c.log.Debug("S: " + strings.ReplaceAll(strings.TrimSuffix(string(c.replyBuf), "\r\n"), "\r\n", "\\r\\n"))
+	}
+}
+
+// traceCommand logs a command line at level debug, with AUTH's initial
+// response redacted (AUTH's continuation lines are never logged).
+func (c *conn) traceCommand(verb, line string) {
+	if verb == "AUTH" {
+		if f := strings.Fields(line); len(f) > 2 {
+			line = f[0] + " " + f[1] + " [redacted]"
+		}
+	}
+	c.log.Debug("C: " + strings.ToValidUTF8(line, "\uFFFD"))
 }
 
 func (c *conn) ok(code int, enh smtp.EnhancedCode, text string) error {
