@@ -22,14 +22,15 @@ var ErrAuthNoMechanism = &smtp.Error{Code: smtp.C504ParamNotImpl, Enhanced: smtp
 // Auth authenticates with PLAIN (RFC 4616), or LOGIN when PLAIN is not
 // offered, using only the mechanisms listed in the EHLO reply received
 // inside TLS. It refuses to run on a plaintext connection unless
-// AllowInsecureAuth is set and the server is on a loopback address.
+// AllowInsecureAuth is set and the server is on a loopback address or a
+// unix socket.
 func (c *Client) Auth(ctx context.Context, user, pass string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	// Only to a server whose certificate was verified: an unverified TLS
 	// peer may be the man in the middle (C-AUTH-01, RFC 8314 §5).
-	if (c.tls == nil || !c.tls.Verified) && !(c.opts.AllowInsecureAuth && isLoopback(c.raw.RemoteAddr())) {
+	if (c.tls == nil || !c.tls.Verified) && !(c.opts.AllowInsecureAuth && (c.unix || isLoopback(c.raw.RemoteAddr()))) {
 		return ErrAuthNotTLS
 	}
 	ok, mechs := c.Extension("AUTH")

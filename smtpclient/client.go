@@ -21,13 +21,13 @@ import (
 // Timeouts bound each step of a session. Zero fields take RFC 5321
 // §4.5.3.2's values (Connect: 30 s, TLSHandshake: 30 s).
 type Timeouts struct {
-	Connect      time.Duration // TCP connect
+	Connect      time.Duration // connect (TCP, or a unix socket)
 	Greeting     time.Duration // the 220 greeting, 5 min (§4.5.3.2.1)
 	Command      time.Duration // each reply to EHLO, MAIL, RCPT, ..., 5 min (§4.5.3.2.2-3)
 	TLSHandshake time.Duration // the TLS handshake
 	DataStart    time.Duration // the 354 to DATA, 2 min (§4.5.3.2.4)
 	DataBlock    time.Duration // each write of message data, 3 min (§4.5.3.2.5)
-	DataEnd      time.Duration // the reply after the data, 10 min (§4.5.3.2.6)
+	DataEnd      time.Duration // the reply after the data, 10 min (§4.5.3.2.6); in LMTP, each per-recipient reply
 }
 
 func (t *Timeouts) setDefaults() {
@@ -47,9 +47,26 @@ func (t *Timeouts) setDefaults() {
 
 // Options configure a Client.
 type Options struct {
-	// LocalName is the EHLO argument; default: the host name, or
-	// "localhost".
+	// LocalName is the EHLO (or LHLO) argument; default: the host name,
+	// or "localhost".
 	LocalName string
+	// LMTP speaks LMTP (RFC 2033) instead of SMTP, to deliver to a local
+	// store such as Dovecot: LHLO instead of EHLO, with no HELO fallback
+	// (§4.1), and after the end of the data one reply per recipient that
+	// RCPT accepted (§4.2, §4.3), which SendMail reports in
+	// Result.Rcpts. Everything else (STARTTLS and the levels, AUTH,
+	// PIPELINING, CHUNKING, SIZE, 8BITMIME, SMTPUTF8, RSET) works as for
+	// SMTP. LMTP must not be used on TCP port 25 (§5): Dial refuses it.
+	LMTP bool
+	// Network is "tcp" (the default; also "tcp4", "tcp6") or "unix", for
+	// an LMTP server on a unix socket: Dial's addr is then the socket's
+	// path. A unix socket never leaves the host, so TLS protects nothing
+	// there that the kernel does not: at level May the client does not
+	// try STARTTLS (plaintext, and Fallback stays empty: that is no
+	// fallback); the mandatory levels still demand TLS and fail as over
+	// TCP when the server offers no STARTTLS; Verify needs ServerName,
+	// there being no host name to check the certificate against.
+	Network string
 	// TLS is the security level; the zero value is None, so callers say
 	// what they want. MX delivery uses May by default; see Level.
 	TLS Level
@@ -71,17 +88,18 @@ type Options struct {
 	// runs after the handshake (RFC 3207 §4.1).
 	VerifyConnection func(cs tls.ConnectionState) error
 	// AllowInsecureAuth permits AUTH without TLS, and only to a loopback
-	// address. Never set it for anything but tests.
+	// address or over a unix socket. Never set it for anything but tests.
 	AllowInsecureAuth bool
 	// NoPipelining, NoChunking: do not use PIPELINING or CHUNKING even
 	// when offered.
 	NoPipelining, NoChunking bool
 	// NoQuickAck turns off the TCP_QUICKACK re-arming around the TLS
-	// handshake (for measurements).
+	// handshake (for measurements). It is never done over a unix socket.
 	NoQuickAck bool
 	// Timeouts bound each step.
 	Timeouts Timeouts
-	// Dialer dials the TCP connection; nil uses a net.Dialer.
+	// Dialer dials the connection (Network, addr); nil uses a
+	// net.Dialer.
 	Dialer interface {
 		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 	}
@@ -111,13 +129,15 @@ type Client struct {
 	fallback string // why a May session is in plaintext
 	log      *slog.Logger
 	inTx     bool
+	unix     bool // over a unix socket
 }
 
-// Dial connects to addr ("host:port"), reads the greeting, says EHLO and
-// negotiates TLS as the level demands. At level May, when the TLS handshake
-// fails (or the server injects data after its 220), the connection is
-// closed and made again without TLS, as Postfix does; Fallback then says
-// why.
+// Dial connects to addr ("host:port", or a socket's path when
+// Options.Network is "unix"), reads the greeting, says EHLO (LHLO in LMTP)
+// and negotiates TLS as the level demands. At level May, when the TLS
+// handshake fails (or the server injects data after its 220), the
+// connection is closed and made again without TLS, as Postfix does;
+// Fallback then says why.
 func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	c, err := dial(ctx, addr, opts)
 	var te *TLSError
@@ -145,19 +165,36 @@ func logger(o Options) *slog.Logger {
 
 func dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	opts.Timeouts.setDefaults()
+	network := opts.Network
+	switch network {
+	case "":
+		network = "tcp"
+	case "tcp", "tcp4", "tcp6", "unix":
+	default:
+		return nil, fmt.Errorf("smtpclient: unknown Options.Network %q (want tcp or unix)", network)
+	}
+	// host is the default reference identity at level Verify: none for
+	// a socket's path.
+	host := ""
+	if network != "unix" {
+		h, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			h = addr
+		}
+		if opts.LMTP && (port == "25" || port == "smtp") {
+			return nil, errors.New("smtpclient: LMTP must not be used on TCP port 25 (RFC 2033 section 5)")
+		}
+		host = h
+	}
 	d := opts.Dialer
 	if d == nil {
 		d = &net.Dialer{}
 	}
 	dctx, cancel := context.WithTimeout(ctx, opts.Timeouts.Connect)
 	defer cancel()
-	nc, err := d.DialContext(dctx, "tcp", addr)
+	nc, err := d.DialContext(dctx, network, addr)
 	if err != nil {
 		return nil, &NetError{Op: "connect", Err: err}
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
 	}
 	c, err := New(ctx, nc, host, opts)
 	if err != nil {
@@ -168,9 +205,10 @@ func dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 }
 
 // New runs the start of a session on an established connection: greeting,
-// EHLO and TLS as for Dial (without the May retry, which needs a new
+// EHLO (LHLO) and TLS as for Dial (without the May retry, which needs a new
 // connection). host is the server's host name or address, the default
-// reference identity at level Verify.
+// reference identity at level Verify. A connection whose address is a
+// *net.UnixAddr is taken as a unix socket (see Options.Network).
 func New(ctx context.Context, nc net.Conn, host string, opts Options) (*Client, error) {
 	opts.Timeouts.setDefaults()
 	if opts.LocalName == "" {
@@ -182,11 +220,16 @@ func New(ctx context.Context, nc net.Conn, host string, opts Options) (*Client, 
 	if opts.TLS == Secure && opts.ServerName == "" {
 		return nil, errors.New("smtpclient: level secure needs Options.ServerName")
 	}
-	c := &Client{opts: opts, host: host, raw: nc, conn: nc, log: logger(opts)}
+	c := &Client{opts: opts, host: host, raw: nc, conn: nc, log: logger(opts), unix: isUnix(nc)}
+	if c.unix && opts.TLS == Verify && opts.ServerName == "" {
+		return nil, errors.New("smtpclient: level verify over a unix socket needs Options.ServerName")
+	}
 	if sc, ok := nc.(syscall.Conn); ok {
+		// On Linux, the receive-queue check (SIOCINQ) works on TCP and
+		// unix stream sockets alike.
 		c.rawSys, _ = sc.SyscallConn()
 	}
-	if !opts.NoQuickAck {
+	if !opts.NoQuickAck && !c.unix {
 		c.qa = newQuickAckConn(nc)
 		c.conn = c.qa
 	}
@@ -214,6 +257,25 @@ func New(ctx context.Context, nc net.Conn, host string, opts Options) (*Client, 
 		c.qa.arm(false)
 	}
 	return c, nil
+}
+
+// peer names the server in log lines: the host dialled, or else (a unix
+// socket) its address.
+func (c *Client) peer() string {
+	if c.host != "" && !c.unix {
+		return c.host
+	}
+	if a := c.raw.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return c.host
+}
+
+// isUnix reports whether nc is a unix socket.
+func isUnix(nc net.Conn) bool {
+	_, r := nc.RemoteAddr().(*net.UnixAddr)
+	_, l := nc.LocalAddr().(*net.UnixAddr)
+	return r || l
 }
 
 func localName() string {
@@ -269,8 +331,8 @@ func Temporary(err error) bool {
 	return err != nil
 }
 
-// Extension reports whether the server offered an EHLO keyword and its
-// parameters. After STARTTLS only the keywords of the EHLO inside TLS
+// Extension reports whether the server offered an EHLO (LHLO) keyword and
+// its parameters. After STARTTLS only the keywords of the EHLO inside TLS
 // count.
 func (c *Client) Extension(name string) (bool, string) {
 	p, ok := c.ext[strings.ToUpper(name)]
@@ -290,6 +352,9 @@ func (c *Client) Fallback() string { return c.fallback }
 
 // Level is the security level the client was asked for.
 func (c *Client) Level() Level { return c.opts.TLS }
+
+// LMTP reports whether the session speaks LMTP (Options.LMTP).
+func (c *Client) LMTP() bool { return c.opts.LMTP }
 
 // RemoteAddr is the server's address.
 func (c *Client) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
@@ -531,10 +596,15 @@ func (c *Client) readGreeting(ctx context.Context) error {
 }
 
 // hello sends EHLO, falling back to HELO when EHLO is refused in
-// plaintext, and records the extensions.
+// plaintext, and records the extensions. In LMTP it sends LHLO, and a
+// refusal is final: LMTP has no HELO (RFC 2033 §4.1).
 func (c *Client) hello(ctx context.Context) error {
 	c.ext = map[string]string{}
-	rep, err := c.cmd(ctx, c.opts.Timeouts.Command, "EHLO %s", c.opts.LocalName)
+	verb := "EHLO"
+	if c.opts.LMTP {
+		verb = "LHLO"
+	}
+	rep, err := c.cmd(ctx, c.opts.Timeouts.Command, "%s %s", verb, c.opts.LocalName)
 	if err != nil {
 		return err
 	}
@@ -546,8 +616,8 @@ func (c *Client) hello(ctx context.Context) error {
 		}
 		return nil
 	}
-	if c.tls != nil || rep.code/100 != 5 {
-		return rep.err("EHLO")
+	if c.opts.LMTP || c.tls != nil || rep.code/100 != 5 {
+		return rep.err(verb)
 	}
 	rep, err = c.cmd(ctx, c.opts.Timeouts.Command, "HELO %s", c.opts.LocalName)
 	if err != nil {
@@ -586,12 +656,17 @@ func (c *Client) Reset(ctx context.Context) error {
 	return nil
 }
 
-// Quit sends QUIT and closes the connection.
+// Quit sends QUIT and closes the connection. Once the server has answered
+// QUIT, an error closing (a TLS close_notify the server no longer reads:
+// over a unix socket its write fails at once with EPIPE) is not reported.
 func (c *Client) Quit(ctx context.Context) error {
 	_, err := c.cmd(ctx, 10*time.Second, "QUIT")
-	cerr := c.conn.Close()
+	cerr := c.Close()
 	if err != nil {
 		return err
+	}
+	if c.tls != nil {
+		return nil
 	}
 	return cerr
 }

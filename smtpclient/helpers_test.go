@@ -23,6 +23,8 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -348,7 +350,24 @@ type fakeServer struct {
 
 func newFakeServer(t *testing.T, handler func(f *fconn)) *fakeServer {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return newFakeServerOn(t, "tcp", handler)
+}
+
+// newFakeServerOn is newFakeServer on a loopback port ("tcp") or on a unix
+// socket ("unix") in a directory of its own; Addr is then its path.
+func newFakeServerOn(t *testing.T, network string, handler func(f *fconn)) *fakeServer {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		// Not t.TempDir(): a socket's path must stay short (108 octets).
+		dir, err := os.MkdirTemp("", "smtpclient")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		addr = filepath.Join(dir, "s")
+	}
+	l, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}

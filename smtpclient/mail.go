@@ -25,18 +25,33 @@ type Envelope struct {
 
 // RcptResult is one recipient's outcome.
 type RcptResult struct {
-	To  string
-	Err error // nil when accepted; a *ReplyError when refused
+	To string
+	// Err is nil when the recipient was accepted; a *ReplyError when
+	// refused. In SMTP it is RCPT's outcome (a failure at the end of the
+	// data is SendMail's error, shared by all). In LMTP it is the final
+	// outcome: nil only when this recipient's reply to the end of the
+	// data was 2xx (RFC 2033 §4.2); see SendMail.
+	Err error
+	// Reply is the text (without the basic code, lines joined by "\n",
+	// as Result.Reply) of the reply to the end of the data for this
+	// recipient: in LMTP its own reply, success or failure; in SMTP the
+	// shared reply, when it accepted the message. Empty when there was
+	// none for it (RCPT refused, the data not accepted in SMTP, or the
+	// connection lost first).
+	Reply string
 }
 
 // Result is the outcome of SendMail.
 type Result struct {
-	// Rcpts has one entry per envelope recipient, in order.
+	// Rcpts has one entry per envelope recipient, in order, once the
+	// replies to RCPT are in.
 	Rcpts []RcptResult
 	// Reply is the server's reply to the end of the message (its text
-	// often has the queue ID), empty when the message was not sent.
+	// often has the queue ID), empty when the message was not sent. In
+	// LMTP, where each recipient has its own, it is the first 2xx one.
 	Reply string
-	// Accepted counts the recipients the message was delivered for.
+	// Accepted counts the recipients the message was delivered for: in
+	// LMTP those whose reply to the end of the data was 2xx.
 	Accepted int
 }
 
@@ -89,6 +104,23 @@ func has8Bit(msg []byte) bool {
 // DATA, so no smuggling sequence can leave this client. It returns the
 // per-recipient results; err is non-nil when the message was not accepted
 // for any recipient. The connection can carry another message afterwards.
+//
+// In LMTP (Options.LMTP), after the end of the data (the final "." of DATA,
+// or the BDAT LAST chunk) the client reads one reply per recipient that
+// RCPT accepted, in RCPT order, each within Timeouts.DataEnd, and no more:
+// a refused RCPT is owed none (RFC 2033 §4.2, §4.3). Each recipient's
+// outcome is then Rcpts[i]: Err nil and Reply its text for a 2xx, a
+// *ReplyError (Temporary tells 4xx from 5xx) for a failure, as for a
+// refused RCPT. A failure that leaves accepted recipients without a reply
+// of their own (DATA refused, the connection lost, a timeout, a malformed
+// reply) becomes their Err (a refused DATA's *ReplyError, or a temporary
+// error); those answered before keep their outcome. When the replies
+// cannot all be read, or more come than are owed, the connection is
+// closed: it is out of step. As in SMTP, err is nil when the message was
+// delivered for at least one recipient (Accepted > 0); otherwise it is
+// the first refusal of the phase that failed: of RCPT when RCPT refused
+// every recipient, else of the first accepted recipient at the end of the
+// data.
 func (c *Client) SendMail(ctx context.Context, env Envelope, msg []byte) (*Result, error) {
 	res := &Result{}
 	if err := ctx.Err(); err != nil {
@@ -211,30 +243,123 @@ func (c *Client) SendMail(ctx context.Context, env Envelope, msg []byte) (*Resul
 		c.abort(ctx, replies, len(cmds))
 		return res, firstRcptErr(res)
 	}
-	var final reply
-	if chunking {
-		final, err = c.bdat(ctx, body)
-	} else {
+	if !chunking {
 		dataRep := replies[len(replies)-1]
 		if dataRep.code != smtp.C354StartData {
 			c.inTx = false
 			_ = c.Reset(ctx)
-			res.Accepted = 0
-			return res, dataRep.err("DATA")
+			return res, c.failAccepted(res, dataRep.err("DATA"))
 		}
-		final, err = c.data(ctx, body)
 	}
+	if err := c.writeData(ctx, body, chunking); err != nil {
+		return res, c.failAccepted(res, err)
+	}
+	if c.opts.LMTP {
+		verb := "DATA"
+		if chunking {
+			verb = "BDAT"
+		}
+		return res, c.lmtpReplies(ctx, res, verb)
+	}
+	final, err := c.readReply(ctx, c.opts.Timeouts.DataEnd)
 	if err != nil {
-		res.Accepted = 0
-		return res, err
+		return res, c.failAccepted(res, err)
 	}
 	c.inTx = false
 	if final.code != smtp.C250OK {
-		res.Accepted = 0
-		return res, final.err("DATA")
+		return res, c.failAccepted(res, final.err("DATA"))
 	}
 	res.Reply = final.text()
+	for i := range res.Rcpts {
+		if res.Rcpts[i].Err == nil {
+			res.Rcpts[i].Reply = res.Reply
+		}
+	}
 	return res, nil
+}
+
+// failAccepted records a failure after RCPT that ends the transaction for
+// every recipient RCPT accepted, and returns it as SendMail's error. In
+// SMTP it is only that error (Rcpts keeps RCPT's outcomes); in LMTP it is
+// also each such recipient's outcome.
+func (c *Client) failAccepted(res *Result, err error) error {
+	res.Accepted = 0
+	if c.opts.LMTP {
+		for i := range res.Rcpts {
+			if res.Rcpts[i].Err == nil {
+				res.Rcpts[i].Err = err
+			}
+		}
+	}
+	return err
+}
+
+// lmtpReplies reads the replies to the end of the data in LMTP: one for
+// each recipient that RCPT accepted, in RCPT order (RFC 2033 §4.2; §4.3
+// for BDAT LAST), each within Timeouts.DataEnd (RFC 5321 §4.5.3.2.6), and
+// records them in res. A multi-line reply is one reply (§4.2). It never
+// reads a reply that is not owed. When a reply cannot be read, the
+// recipients still waiting for theirs fail with that (temporary) error, and
+// the connection, now out of step, is closed; so it is when more data
+// follows the last reply owed. It returns SendMail's error.
+func (c *Client) lmtpReplies(ctx context.Context, res *Result, verb string) error {
+	c.inTx = false
+	res.Accepted = 0
+	var broken, first error
+	for i := range res.Rcpts {
+		r := &res.Rcpts[i]
+		if r.Err != nil {
+			continue // refused at RCPT: no reply owed
+		}
+		if broken == nil {
+			rep, err := c.readReply(ctx, c.opts.Timeouts.DataEnd)
+			switch {
+			case err != nil:
+				broken = err
+			case rep.code/100 == 2:
+				r.Reply = rep.text()
+				if res.Accepted == 0 {
+					res.Reply = r.Reply
+				}
+				res.Accepted++
+				continue
+			case rep.code/100 == 3:
+				// Not a completion reply: the server is lost.
+				broken = &ProtocolError{Msg: fmt.Sprintf("intermediate reply %d to the end of the data", rep.code)}
+			default:
+				r.Reply = rep.text()
+				r.Err = rep.err(verb)
+			}
+		}
+		if broken != nil {
+			r.Err = broken
+		}
+		if first == nil {
+			first = r.Err
+		}
+	}
+	if broken == nil {
+		// More replies than recipients accepted: which is whose is
+		// unknowable from here on (C-INJ-02).
+		broken = c.expectAlone()
+	}
+	if broken != nil {
+		c.log.Warn("LMTP replies to the end of the data broken off or in excess; closing the connection",
+			"server", c.peer(), "delivered", res.Accepted, "err", broken)
+		c.closeLost()
+	}
+	if res.Accepted > 0 {
+		return nil
+	}
+	return first
+}
+
+// closeLost closes a connection that is out of step with the server, and
+// drops what was read ahead, so that every later command fails as on a
+// closed connection.
+func (c *Client) closeLost() {
+	_ = c.Close()
+	c.r.Reset(c.conn)
 }
 
 func firstRcptErr(res *Result) error {
@@ -248,9 +373,18 @@ func firstRcptErr(res *Result) error {
 
 // abort ends a transaction that cannot go on: when DATA was pipelined and
 // answered 354 anyway, it sends an empty message's end so the server
-// refuses it (RFC 2920 §3.2 (3)), then RSET.
+// refuses it (RFC 2920 §3.2 (3)), then RSET. An LMTP server must refuse
+// that DATA with 503 (RFC 2033 §4.2); one that says 354 would owe an
+// unknowable number of replies to the end of the data, so the connection is
+// closed instead.
 func (c *Client) abort(ctx context.Context, replies []reply, sent int) {
 	if len(replies) == sent && replies[len(replies)-1].code == smtp.C354StartData {
+		if c.opts.LMTP {
+			c.log.Warn("LMTP server answered DATA with 354 without a recipient; closing the connection", "server", c.peer())
+			c.inTx = false
+			c.closeLost()
+			return
+		}
 		_, _ = c.w.WriteString(".\r\n")
 		if c.flush(ctx) == nil {
 			_, _ = c.readReply(ctx, c.opts.Timeouts.DataEnd)
@@ -260,23 +394,16 @@ func (c *Client) abort(ctx context.Context, replies []reply, sent int) {
 	_ = c.Reset(ctx)
 }
 
-// data sends the dot-stuffed message and its end, and reads the reply.
-func (c *Client) data(ctx context.Context, body []byte) (reply, error) {
-	if err := c.writeBody(ctx, stuff(body)); err != nil {
-		return reply{}, err
+// writeData sends the message: dot-stuffed with its end after DATA's 354,
+// or as one BDAT LAST chunk (RFC 3030).
+func (c *Client) writeData(ctx context.Context, body []byte, chunking bool) error {
+	if !chunking {
+		return c.writeBody(ctx, stuff(body))
 	}
-	return c.readReply(ctx, c.opts.Timeouts.DataEnd)
-}
-
-// bdat sends the message as one BDAT LAST chunk (RFC 3030).
-func (c *Client) bdat(ctx context.Context, body []byte) (reply, error) {
 	if err := c.writeLine("BDAT " + strconv.Itoa(len(body)) + " LAST"); err != nil {
-		return reply{}, err
+		return err
 	}
-	if err := c.writeBody(ctx, body); err != nil {
-		return reply{}, err
-	}
-	return c.readReply(ctx, c.opts.Timeouts.DataEnd)
+	return c.writeBody(ctx, body)
 }
 
 func (c *Client) writeBody(ctx context.Context, p []byte) error {

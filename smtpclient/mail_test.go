@@ -409,6 +409,11 @@ func TestPerRecipientResults(t *testing.T) {
 			if (r.Err != nil) != (i == 1) {
 				t.Errorf("recipient %d %s: %v", i, r.To, r.Err)
 			}
+			// The shared reply to the end of data, for the accepted
+			// recipients only.
+			if want := map[bool]string{true: "", false: res.Reply}[i == 1]; r.Reply != want {
+				t.Errorf("recipient %d %s: Reply %q, want %q", i, r.To, r.Reply, want)
+			}
 		}
 		re := replyError(t, res.Rcpts[1].Err)
 		if re.Command != "RCPT" || re.Reply.Code != 550 || re.Reply.Enhanced != smtp.E511BadMailbox || re.Reply.Message != "No such user bad1" {

@@ -24,7 +24,8 @@ const (
 	// not offered, is refused, or the handshake fails (the connection is
 	// then made again without TLS, as Postfix does). The certificate is
 	// not checked, only recorded. An active attacker can always force
-	// plaintext: Fallback reports it.
+	// plaintext: Fallback reports it. Over a unix socket, plaintext
+	// without trying (see Options.Network).
 	May
 	// Encrypt: TLS required, certificate not checked. Never plaintext.
 	Encrypt
@@ -119,10 +120,16 @@ var ErrResponseInjection = errors.New("data after the 220 reply to STARTTLS (res
 // startTLS runs STARTTLS (RFC 3207 §4) as the level demands.
 func (c *Client) startTLS(ctx context.Context) error {
 	level := c.opts.TLS
+	if level == May && c.unix {
+		// A unix socket does not leave the host: there is no network
+		// for TLS to protect, and no name to check a certificate
+		// against. Plaintext by design, not a fallback.
+		return nil
+	}
 	if ok, _ := c.Extension("STARTTLS"); !ok {
 		if level == May {
 			c.fallback = "STARTTLS not offered"
-			c.log.Info("STARTTLS not offered; continuing in plaintext (level may)", "server", c.host)
+			c.log.Info("STARTTLS not offered; continuing in plaintext (level may)", "server", c.peer())
 			return nil
 		}
 		return &TLSError{Reason: "STARTTLS not offered by the server (stripped?); level " + level.String() + " requires TLS"}
@@ -134,7 +141,7 @@ func (c *Client) startTLS(ctx context.Context) error {
 		var pe *ProtocolError
 		if errors.As(err, &pe) && rep.code == smtp.C220ServiceReady {
 			// Bytes behind the 220: response injection (C-TLS-10).
-			c.log.Warn("response injection after STARTTLS; aborting", "server", c.host)
+			c.log.Warn("response injection after STARTTLS; aborting", "server", c.peer())
 			return &TLSError{Reason: "aborted", Err: ErrResponseInjection, retryPlain: true}
 		}
 		return err
@@ -142,7 +149,7 @@ func (c *Client) startTLS(ctx context.Context) error {
 	if rep.code != smtp.C220ServiceReady {
 		if level == May {
 			c.fallback = "STARTTLS refused: " + strings.TrimSpace(fmt.Sprint(rep.code, " ", rep.lines[0]))
-			c.log.Info("STARTTLS refused; continuing in plaintext (level may)", "server", c.host, "reply", rep.code)
+			c.log.Info("STARTTLS refused; continuing in plaintext (level may)", "server", c.peer(), "reply", rep.code)
 			return nil
 		}
 		return &TLSError{Reason: "STARTTLS refused", Err: rep.err("STARTTLS")}
@@ -150,7 +157,8 @@ func (c *Client) startTLS(ctx context.Context) error {
 	if err := c.handshake(ctx); err != nil {
 		return err
 	}
-	// RFC 3207 §4.2: forget everything learnt before TLS, EHLO again.
+	// RFC 3207 §4.2: forget everything learnt before TLS, EHLO (LHLO,
+	// RFC 2033 §4.1) again.
 	c.ext = nil
 	return c.hello(ctx)
 }
@@ -164,7 +172,8 @@ func (c *Client) handshake(ctx context.Context) error {
 		level = Encrypt
 	}
 	name := c.opts.ServerName
-	if name == "" {
+	if name == "" && !c.unix {
+		// A socket's path is no name to verify, nor to send as SNI.
 		name = c.host
 	}
 	var cfg *tls.Config
@@ -208,9 +217,14 @@ func (c *Client) handshake(ctx context.Context) error {
 		PeerCertificates: st.PeerCertificates, ServerName: name,
 		Implicit: c.opts.ImplicitTLS, Resumed: st.DidResume,
 	}
-	if level >= Verify && c.opts.VerifyConnection != nil {
+	switch {
+	case level >= Verify && c.opts.VerifyConnection != nil:
 		info.VerifyError = c.opts.VerifyConnection(st)
-	} else {
+	case name == "":
+		// Over a unix socket without ServerName: a valid chain alone
+		// proves nothing about whom it was issued to.
+		info.VerifyError = errNoServerName
+	default:
 		info.VerifyError = verifyPKIX(st, roots, name, time.Now())
 	}
 	info.Verified = info.VerifyError == nil
@@ -231,6 +245,9 @@ func (c *Client) handshake(ctx context.Context) error {
 	}
 	return nil
 }
+
+// errNoServerName: there is no name to verify the certificate against.
+var errNoServerName = errors.New("no server name to verify the certificate against (set Options.ServerName)")
 
 // verifyPKIX checks the chain against roots (nil: the system's) and the
 // name (RFC 6125 DNS-ID as crypto/x509 implements it: SAN dNSName only, a

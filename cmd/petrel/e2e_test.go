@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/petrel-mta/petrel/internal/dnsx/dnsxtest"
+	"github.com/petrel-mta/petrel/internal/dovecottest"
 	"github.com/petrel-mta/petrel/internal/postfixtest"
 	"github.com/petrel-mta/petrel/internal/users"
 	"github.com/petrel-mta/petrel/smtptest"
@@ -194,4 +195,50 @@ func senderSetup(t *testing.T, dir, mxPort string) string {
 		t.Fatal(err)
 	}
 	return cfgFile
+}
+
+// TestServeLMTP: with [local] lmtp, the daemon hands local mail to a real
+// Dovecot LMTP server (RFC 2033) on a unix socket instead of its Maildirs,
+// one reply per recipient: the known user gets the message, the unknown
+// one (unknown to Dovecot, accepted by Petrel's recipients = "any")
+// bounces back to the local sender, whose report Dovecot stores too.
+func TestServeLMTP(t *testing.T) {
+	dc := dovecottest.Start(t, dovecottest.Config{Users: []string{"alice", "sender"}, Unix: true})
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "petrel.toml")
+	if err := os.WriteFile(cfg, []byte("[local]\nrecipients = \"any\"\nlmtp = \"unix:"+dc.Addr+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addrs, stderr, _ := daemon(t, "--config", cfg, "--data", dir, "--hostname", "mx.lmtp.test", "--domain", dovecottest.Domain,
+		"--mx", "127.0.0.1:0", "--submission", "", "--submissions", "")
+	c, err := smtp.Dial(addrs["mx"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail("sender@lmtp.test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"alice@lmtp.test", "ghost@lmtp.test"} {
+		if err := c.Rcpt(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(w, "Subject: by lmtp\r\n\r\nhello dovecot\r\n")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Quit()
+	msg := dc.WaitMessages(t, "alice", 1, 30*time.Second)[0]
+	if !strings.Contains(string(msg), "Subject: by lmtp\n\nhello dovecot\n") || !strings.Contains(string(msg), "by mx.lmtp.test (Petrel)") {
+		t.Errorf("alice's copy:\n%s", msg)
+	}
+	report := dc.WaitMessages(t, "sender", 1, 30*time.Second)[0]
+	if !strings.Contains(string(report), "Final-Recipient: rfc822; ghost@lmtp.test") || !strings.Contains(string(report), "550 5.1.1") {
+		t.Errorf("sender's report:\n%s\nlog:\n%s", report, stderr)
+	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -183,6 +185,13 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 		return err
 	}
 	dopts.Local, dopts.Logger = md, log
+	if network, addr := cfg.Local.LMTPAddr(); network != "" {
+		level, err := smtpclient.ParseLevel(cfg.Local.LMTPTLS)
+		if err != nil {
+			return fmt.Errorf("local.lmtp_tls: %w", err)
+		}
+		dopts.LMTP = &delivery.LMTP{Network: network, Addr: addr, Level: level}
+	}
 	deliverer, err := delivery.New(dopts)
 	if err != nil {
 		return err
@@ -268,7 +277,11 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 			}
 		}()
 	}
-	fmt.Fprintf(stdout, "petrel: delivering mail for %s to Maildirs under %s\n", strings.Join(cfg.Domains, ", "), filepath.Join(cfg.DataDir, "maildir"))
+	if cfg.Local.LMTP != "" {
+		fmt.Fprintf(stdout, "petrel: delivering mail for %s by LMTP to %s\n", strings.Join(cfg.Domains, ", "), cfg.Local.LMTP)
+	} else {
+		fmt.Fprintf(stdout, "petrel: delivering mail for %s to Maildirs under %s\n", strings.Join(cfg.Domains, ", "), filepath.Join(cfg.DataDir, "maildir"))
+	}
 	if cfg.Listeners.MX != "" && len(cfg.Domains) > 0 {
 		fmt.Fprintf(stdout, "petrel: try: swaks --server %s --tls --to postmaster@%s --from me@example.org\n", cfg.Listeners.MX, cfg.Domains[0])
 		if cfg.Local.Recipients == "known" {
@@ -348,6 +361,20 @@ func deliveryOptions(cfg config.Config) (delivery.Options, error) {
 			return o, fmt.Errorf("delivery.tls_policy: %s: %w", d, err)
 		}
 		o.TLS.Domains[strings.ToLower(strings.TrimSuffix(d, "."))] = l
+	}
+	if dc.CAFile != "" {
+		pem, err := os.ReadFile(dc.CAFile)
+		if err != nil {
+			return o, fmt.Errorf("cannot read delivery.ca_file: %w", err)
+		}
+		roots, err := x509.SystemCertPool()
+		if err != nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return o, fmt.Errorf("delivery.ca_file %s: no PEM certificate in it", dc.CAFile)
+		}
+		o.TLS.TLSConfig = &tls.Config{RootCAs: roots}
 	}
 	if dc.Resolver != "" {
 		r, err := dnsx.New(dc.Resolver)

@@ -6,6 +6,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"io"
 	"net/smtp"
 	"net/textproto"
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/petrel-mta/petrel/internal/certs"
+	"github.com/petrel-mta/petrel/internal/config"
 	"github.com/petrel-mta/petrel/internal/users"
 )
 
@@ -437,4 +440,46 @@ func waitMaildir(t *testing.T, newDir string) []string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// delivery.ca_file adds roots for verify and secure; a file without a
+// certificate is refused with a line that names the key.
+func TestDeliveryCAFile(t *testing.T) {
+	dir := t.TempDir()
+	certFile, _, _, err := certsEnsure(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Delivery.CAFile = certFile
+	o, err := deliveryOptions(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, _ := os.ReadFile(certFile)
+	block, _ := pemDecode(pem)
+	cert, err := x509.ParseCertificate(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.TLS.TLSConfig == nil || o.TLS.TLSConfig.RootCAs == nil {
+		t.Fatal("no RootCAs")
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: o.TLS.TLSConfig.RootCAs, DNSName: "mx.test"}); err != nil {
+		t.Errorf("the CA file's certificate is not trusted: %v", err)
+	}
+	bad := filepath.Join(dir, "empty.pem")
+	_ = os.WriteFile(bad, []byte("not a certificate\n"), 0o600)
+	cfg.Delivery.CAFile = bad
+	if _, err := deliveryOptions(cfg); err == nil || !strings.Contains(err.Error(), "delivery.ca_file") {
+		t.Errorf("bad CA file: %v", err)
+	}
+}
+
+func pemDecode(b []byte) ([]byte, error) {
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, errors.New("no PEM block")
+	}
+	return block.Bytes, nil
 }

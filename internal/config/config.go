@@ -112,6 +112,12 @@ type Delivery struct {
 	SmarthostUser         string `toml:"smarthost_user"`
 	SmarthostPasswordFile string `toml:"smarthost_password_file"`
 
+	// CAFile is a PEM file of extra trusted root certificates, added to
+	// the system's, for the levels verify and secure (a smarthost or an
+	// LMTP server with a private CA; Postfix's smtp_tls_CAfile).
+	// Default: "" (the system's roots only).
+	CAFile string `toml:"ca_file"`
+
 	// Port is the port of MX hosts. Change it only for test setups.
 	// Default: 25.
 	Port int `toml:"port"`

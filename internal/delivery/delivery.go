@@ -82,6 +82,22 @@ type Smarthost struct {
 	User, Password string
 }
 
+// LMTP delivers the local recipients to a message store (Dovecot, Cyrus)
+// by LMTP (RFC 2033) instead of to Options.Local. Each recipient gets its
+// own reply after the data (§4.2): a 2xx delivers it, a 4xx defers it, a
+// 5xx fails it, whatever happened to the others.
+type LMTP struct {
+	// Network is "unix" (Addr is the socket's path) or "tcp" (Addr is
+	// "host:port"; not port 25, RFC 2033 §5).
+	Network, Addr string
+	// Level is the TLS level over TCP (smtpclient.None by default, as
+	// Postfix's lmtp_tls_security_level); on a unix socket there is no TLS.
+	Level smtpclient.Level
+	// ServerName is the name to verify at levels verify and secure;
+	// default: the host of Addr.
+	ServerName string
+}
+
 // Options configure a Deliverer.
 type Options struct {
 	// LocalName is the EHLO name; default: the host name.
@@ -89,8 +105,11 @@ type Options struct {
 	// LocalDomains are the domains delivered locally (case-insensitive).
 	LocalDomains []string
 	// Local stores local recipients' messages. Required when
-	// LocalDomains is not empty.
+	// LocalDomains is not empty, unless LMTP is set.
 	Local Local
+	// LMTP, when set, receives the local recipients instead of Local.
+	// Recipients are given as whole addresses, as queued.
+	LMTP *LMTP
 	// Mailbox maps a local recipient address to its mailbox name; an
 	// error fails the recipient permanently (550 5.1.1). Default: the
 	// local part, lower-cased, without the part from RecipientDelimiter
@@ -201,8 +220,19 @@ func New(opts Options) (*Deliverer, error) {
 			return mb, err
 		}
 	}
-	if len(opts.LocalDomains) > 0 && opts.Local == nil {
-		return nil, errors.New("delivery: LocalDomains without a Local transport")
+	if len(opts.LocalDomains) > 0 && opts.Local == nil && opts.LMTP == nil {
+		return nil, errors.New("delivery: LocalDomains without a Local transport or LMTP")
+	}
+	if l := opts.LMTP; l != nil {
+		switch l.Network {
+		case "unix":
+		case "tcp":
+			if _, _, err := net.SplitHostPort(l.Addr); err != nil {
+				return nil, fmt.Errorf("delivery: LMTP address %q: want HOST:PORT", l.Addr)
+			}
+		default:
+			return nil, fmt.Errorf("delivery: LMTP network %q: want unix or tcp", l.Network)
+		}
 	}
 	if sh := opts.Smarthost; sh != nil {
 		if _, _, err := net.SplitHostPort(sh.Addr); err != nil {
@@ -339,8 +369,11 @@ func all(rcpts []queue.Recipient, state queue.State, reply, mta string) []queue.
 
 func (d *Deliverer) deliverDomain(ctx context.Context, msg queue.Message, dom string, rcpts []queue.Recipient, b *lazyBody) []queue.Result {
 	limitKey := dom
-	if d.opts.Smarthost != nil && !d.local[dom] {
+	switch {
+	case d.opts.Smarthost != nil && !d.local[dom]:
 		limitKey = "smarthost " + d.opts.Smarthost.Addr // one destination
+	case d.opts.LMTP != nil && (d.local[dom] || dom == ""):
+		limitKey = "lmtp " + d.opts.LMTP.Addr
 	}
 	release, err := d.limits.acquire(ctx, limitKey)
 	if err != nil {
@@ -352,9 +385,12 @@ func (d *Deliverer) deliverDomain(ctx context.Context, msg queue.Message, dom st
 		d.log.Error("cannot read queued message", "id", msg.ID, "err", err)
 		return all(rcpts, queue.Deferred, "451 4.3.0 Cannot read the queued message", "")
 	}
-	if d.local[dom] || (dom == "" && d.opts.Local != nil) {
+	if d.local[dom] || (dom == "" && (d.opts.Local != nil || d.opts.LMTP != nil)) {
 		// A recipient without a domain is <Postmaster> (RFC 5321
 		// §4.1.1.3): local.
+		if d.opts.LMTP != nil {
+			return d.deliverLMTP(ctx, msg, rcpts, data)
+		}
 		return d.deliverLocal(ctx, msg, rcpts, data)
 	}
 	if dom == "" {
@@ -393,6 +429,27 @@ func (d *Deliverer) deliverLocal(ctx context.Context, msg queue.Message, rcpts [
 	return append(out, all(ok, queue.Delivered, reply, "")...)
 }
 
+// deliverLMTP hands the local recipients to the LMTP server: one session
+// (or a cached one), one transaction, one reply per recipient.
+func (d *Deliverer) deliverLMTP(ctx context.Context, msg queue.Message, rcpts []queue.Recipient, data []byte) []queue.Result {
+	l := d.opts.LMTP
+	rt := route{level: l.Level, serverName: l.ServerName, lmtp: true, network: l.Network}
+	host := "lmtp:" + l.Addr
+	if l.Network == "tcp" {
+		host, _, _ = net.SplitHostPort(l.Addr)
+	} else {
+		rt.level = smtpclient.None
+	}
+	done, rest, reply := d.attempt(ctx, msg, rt, host, l.Addr, rcpts, data)
+	if len(rest) > 0 {
+		if reply == "" {
+			reply = "451 4.4.1 No answer from the LMTP server " + l.Addr
+		}
+		done = append(done, all(rest, queue.Deferred, reply, host)...)
+	}
+	return done
+}
+
 func addrs(rcpts []queue.Recipient) []string {
 	out := make([]string, len(rcpts))
 	for i, r := range rcpts {
@@ -408,6 +465,8 @@ type route struct {
 	level      smtpclient.Level
 	serverName string // fixed reference identity, "" for the MX host name
 	user, pass string
+	lmtp       bool   // speak LMTP (RFC 2033)
+	network    string // "unix" for an LMTP socket, "" for TCP
 }
 
 func (d *Deliverer) route(ctx context.Context, dom string) (route, error) {
@@ -540,7 +599,7 @@ func (d *Deliverer) attempt(ctx context.Context, msg queue.Message, rt route, ho
 		defer cancel()
 	}
 	log := d.log.With("id", msg.ID, "rcpts", addrs(rcpts), "mx", host, "addr", addr, "level", rt.level.String())
-	key := connKey{addr: addr, host: host, level: rt.level, serverName: rt.serverName, user: rt.user}
+	key := connKey{addr: addr, host: host, level: rt.level, serverName: rt.serverName, user: rt.user, lmtp: rt.lmtp}
 
 	c, reused, err := d.conn(ctx, key, rt, log, true)
 	if err != nil {
@@ -613,8 +672,13 @@ func (d *Deliverer) attempt(ctx context.Context, msg queue.Message, rt route, ho
 			}
 			log.Info("delivery attempt", append(tlsDesc, "rcpt", r.Addr, "result", resultName(err), "reply", rr, "reused", reused)...)
 		default:
-			done = append(done, queue.Result{Addr: r.Addr, State: queue.Delivered, Reply: reply, RemoteMTA: host})
-			log.Info("delivery attempt", append(tlsDesc, "rcpt", r.Addr, "result", "delivered", "reply", reply, "reused", reused)...)
+			rr := reply
+			if i < len(res.Rcpts) && res.Rcpts[i].Reply != "" {
+				// Its own reply: LMTP's per-recipient one (RFC 2033 §4.2).
+				rr = oneLine("250 " + res.Rcpts[i].Reply)
+			}
+			done = append(done, queue.Result{Addr: r.Addr, State: queue.Delivered, Reply: rr, RemoteMTA: host})
+			log.Info("delivery attempt", append(tlsDesc, "rcpt", r.Addr, "result", "delivered", "reply", rr, "reused", reused)...)
 		}
 	}
 	if len(rest) > 0 {
@@ -658,7 +722,7 @@ func errReply(err error) string {
 	}
 	var te *smtpclient.TLSError
 	if errors.As(err, &te) {
-		return oneLine("454 4.7.0 TLS required but not available: " + err.Error())
+		return oneLine("454 4.7.0 TLS failed: " + strings.TrimPrefix(err.Error(), "smtpclient: "))
 	}
 	var ne *smtpclient.NetError
 	if errors.As(err, &ne) {
@@ -717,9 +781,14 @@ func (d *Deliverer) conn(ctx context.Context, key connKey, rt route, log *slog.L
 		TLSConfig: d.opts.TLS.TLSConfig,
 		Timeouts:  d.opts.Timeouts,
 		Logger:    log,
+		LMTP:      rt.lmtp,
+		Network:   rt.network,
 	}
 	if d.opts.Dialer != nil {
 		opts.Dialer = d.opts.Dialer
+	}
+	if log.Enabled(ctx, slog.LevelDebug) {
+		opts.Trace = traceLog{log}
 	}
 	if rt.level >= smtpclient.Verify {
 		opts.ServerName = rt.serverName
@@ -743,6 +812,17 @@ func (d *Deliverer) conn(ctx context.Context, key connKey, rt route, log *slog.L
 		}
 	}
 	return c, false, nil
+}
+
+// traceLog writes smtpclient's protocol trace ("C: ..." and "S: ..."
+// lines, AUTH redacted) to the log at level debug, one record per line.
+type traceLog struct{ log *slog.Logger }
+
+func (t traceLog) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimSuffix(string(p), "\n"), "\n") {
+		t.log.Debug(strings.ToValidUTF8(line, "\uFFFD"))
+	}
+	return len(p), nil
 }
 
 func (d *Deliverer) closeConn(c *smtpclient.Client) {

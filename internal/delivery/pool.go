@@ -15,6 +15,7 @@ import (
 type connKey struct {
 	addr, host, serverName, user string
 	level                        smtpclient.Level
+	lmtp                         bool
 }
 
 type idleConn struct {
