@@ -58,6 +58,7 @@ func serveConfig(args []string, stderr io.Writer) (config.Config, error) {
 		hostname = fs.String("hostname", "", "server host `name` for the greeting and Received headers")
 		resolver = fs.String("resolver", "", "DNS server `HOST:PORT` for MX lookups (default the system's)")
 		smart    = fs.String("smarthost", "", "relay all non-local mail to `HOST:PORT` (TLS level verify by default)")
+		hold     = fs.Bool("hold", false, "queue accepted mail but deliver none of it (delivery.hold)")
 	)
 	fs.Var(&domains, "domain", "local `domain` (repeatable; replaces the configured list)")
 	if err := fs.Parse(args); err != nil {
@@ -95,6 +96,8 @@ func serveConfig(args []string, stderr io.Writer) (config.Config, error) {
 			cfg.Delivery.Resolver = *resolver
 		case "smarthost":
 			cfg.Delivery.Smarthost = *smart
+		case "hold":
+			cfg.Delivery.Hold = *hold
 		}
 	})
 	for i, d := range cfg.Domains {
@@ -291,11 +294,17 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	loopDone := make(chan struct{})
-	go func() {
-		defer close(loopDone)
-		dl := &delivery.Loop{Queue: spool, Deliverer: deliverer, ReportingMTA: cfg.Hostname, Logger: log}
-		_ = dl.Run(loopCtx)
-	}()
+	if cfg.Delivery.Hold {
+		log.Warn("delivery held: mail is queued, not delivered (delivery.hold, --hold)")
+		fmt.Fprintf(stdout, "petrel: delivery held: mail is queued, not delivered; start without --hold to deliver it\n")
+		close(loopDone)
+	} else {
+		go func() {
+			defer close(loopDone)
+			dl := &delivery.Loop{Queue: spool, Deliverer: deliverer, ReportingMTA: cfg.Hostname, Logger: log}
+			_ = dl.Run(loopCtx)
+		}()
+	}
 	defer func() { stopLoop(); <-loopDone }()
 
 	var runErr error

@@ -483,3 +483,47 @@ func pemDecode(b []byte) ([]byte, error) {
 	}
 	return block.Bytes, nil
 }
+
+// --hold queues mail without delivering it; a start without it delivers
+// what was held.
+func TestServeHold(t *testing.T) {
+	dir := t.TempDir()
+	addrs, stderr, stop := daemon(t, append(loopbackArgs(dir), "--hold")...)
+	c, err := smtp.Dial(addrs["mx"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("a@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("postmaster@example.test"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(w, "Subject: held\r\n\r\nx\r\n")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Quit()
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"queue", "list", "--data", dir}, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "postmaster@example.test") {
+		t.Fatalf("queue list: %d %s %s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(stderr.String(), "delivery held") {
+		t.Errorf("log does not say delivery is held:\n%s", stderr)
+	}
+	if code := stop(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "maildir", "postmaster", "new", "*")); len(files) != 0 {
+		t.Fatalf("delivered while held: %v", files)
+	}
+	daemon(t, loopbackArgs(dir)...)
+	if files := waitMaildir(t, filepath.Join(dir, "maildir", "postmaster", "new")); len(files) != 1 {
+		t.Fatalf("after the restart: %v", files)
+	}
+}

@@ -118,6 +118,12 @@ type Delivery struct {
 	// Default: "" (the system's roots only).
 	CAFile string `toml:"ca_file"`
 
+	// Hold keeps accepted mail in the queue without delivering any of it
+	// (for maintenance, or to queue a batch for a benchmark); start
+	// without it to deliver what was held.
+	// Default: false.
+	Hold bool `toml:"hold"`
+
 	// Port is the port of MX hosts. Change it only for test setups.
 	// Default: 25.
 	Port int `toml:"port"`
