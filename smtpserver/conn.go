@@ -23,11 +23,16 @@ import (
 // SMTP extensions may add to it for MAIL and RCPT parameters, for which we
 // allow maxParamLine, and for AUTH (RFC 4954 §4), for which we allow
 // maxAuthLine plus CRLF. Lines longer than readLimit are read through and
-// refused without being kept; readLimit is also the read buffer's size.
+// refused without being kept. The read buffer is smaller (readBufSize):
+// wire.ReadLine gathers the rare longer line (AUTH) in a temporary buffer,
+// so an idle connection holds 2 KiB for reading, not 12 KiB; writeBufSize
+// holds the longest reply (EHLO's) several times over.
 const (
 	maxCommandLine = 512
 	maxParamLine   = 1024
 	readLimit      = maxAuthLine + 2
+	readBufSize    = 2048
+	writeBufSize   = 1024
 )
 
 // conn is the server side of one connection. Everything in it is owned by
@@ -110,8 +115,8 @@ func (c *conn) startData(first bool) {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{s: s, raw: nc, nc: nc, id: s.newID(), start: time.Now()}
-	c.r = bufio.NewReaderSize(netReader{c}, readLimit)
-	c.w = bufio.NewWriterSize(nc, 4096)
+	c.r = bufio.NewReaderSize(netReader{c}, readBufSize)
+	c.w = bufio.NewWriterSize(nc, writeBufSize)
 	c.log = s.log.With("cid", c.id, "peer", nc.RemoteAddr().String())
 	c.debug = c.log.Enabled(context.Background(), slog.LevelDebug)
 	c.public.c = c

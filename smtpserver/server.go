@@ -161,7 +161,7 @@ func New(opts Options) (*Server, error) {
 		opts.Now = time.Now
 	}
 	if opts.TLSConfig != nil {
-		opts.TLSConfig = hardenTLS(opts.TLSConfig)
+		opts.TLSConfig = withHandshakeSlot(hardenTLS(opts.TLSConfig))
 	}
 	log := opts.Logger
 	if log == nil {

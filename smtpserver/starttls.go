@@ -45,7 +45,7 @@ func (c *conn) handleSTARTTLS(ctx context.Context, arg string) error {
 			c.log.Warn("STARTTLS: TLS unavailable", "err", err)
 			return errTLSUnavailable
 		}
-		cfg = hardenTLS(cfg)
+		cfg = withHandshakeSlot(hardenTLS(cfg))
 	}
 	c.writeReplyLines(smtp.C220ServiceReady, smtp.E200Undefined, "Ready to start TLS")
 	err := c.flush()
@@ -83,22 +83,13 @@ func (c *conn) handshake(ctx context.Context, cfg *tls.Config, implicit bool) bo
 	}
 	defer release()
 	// The global slot is taken when the ClientHello has arrived, so a peer
-	// that sends nothing holds none.
-	cfg = cfg.Clone()
-	inner := cfg.GetConfigForClient
-	haveSlot := false
-	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		if !c.s.hs.acquireCrypto(hctx) {
-			return nil, errors.New("too many concurrent TLS handshakes")
-		}
-		haveSlot = true
-		if inner != nil {
-			return inner(hello)
-		}
-		return nil, nil
-	}
+	// that sends nothing holds none (withHandshakeSlot's hook, which finds
+	// this state in the handshake's context: no per-connection copy of
+	// the configuration).
+	hs := &handshakeState{limiter: c.s.hs, ctx: hctx}
+	hctx = context.WithValue(hctx, handshakeStateKey{}, hs)
 	defer func() {
-		if haveSlot {
+		if hs.haveSlot {
 			c.s.hs.releaseCrypto()
 		}
 	}()
@@ -123,4 +114,34 @@ func (c *conn) handshake(ctx context.Context, cfg *tls.Config, implicit bool) bo
 	c.log.Info("tls", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite),
 		"group", st.CurveID.String(), "resumed", st.DidResume, "sni", st.ServerName, "implicit", implicit)
 	return true
+}
+
+// handshakeState is one handshake's claim on the global crypto slots.
+type handshakeState struct {
+	limiter  *handshakeLimiter
+	ctx      context.Context
+	haveSlot bool
+}
+
+type handshakeStateKey struct{}
+
+// withHandshakeSlot sets cfg's GetConfigForClient (cfg is the caller's own
+// copy) to take a global crypto slot when the ClientHello has arrived,
+// before any crypto is done, for the handshake whose context holds a
+// *handshakeState; then it defers to the previous hook, if any.
+func withHandshakeSlot(cfg *tls.Config) *tls.Config {
+	inner := cfg.GetConfigForClient
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if st, ok := hello.Context().Value(handshakeStateKey{}).(*handshakeState); ok && !st.haveSlot {
+			if !st.limiter.acquireCrypto(st.ctx) {
+				return nil, errors.New("too many concurrent TLS handshakes")
+			}
+			st.haveSlot = true
+		}
+		if inner != nil {
+			return inner(hello)
+		}
+		return nil, nil
+	}
+	return cfg
 }

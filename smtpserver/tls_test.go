@@ -766,3 +766,45 @@ func TestSTARTTLSRefusedDuringBDAT(t *testing.T) {
 		})
 	}
 }
+
+// TestTLSResumption: one session-ticket key set per server, so a client
+// with a session cache resumes its TLS session on the next connection (an
+// abbreviated handshake: the cheap reconnect of issue 5), for STARTTLS and
+// implicit TLS alike; the handshake limiter's slot is still taken and
+// released for it.
+func TestTLSResumption(t *testing.T) {
+	for _, implicit := range []bool{false, true} {
+		srv, _, clientTLS := startEngine(t, func(o *smtpserver.Options) { o.ImplicitTLS = implicit })
+		cfg := clientTLS.Clone()
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+		var resumed []bool
+		for range 3 {
+			var cs *tls.ConnectionState
+			if implicit {
+				tc, err := tls.Dial("tcp", srv.Addr, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := smtptest.NewClient(tc)
+				if rep, err := c.ReadReply(); err != nil || rep.Code != 220 {
+					t.Fatalf("greeting %v %v", rep, err)
+				}
+				st := tc.ConnectionState()
+				cs = &st
+				engineCmd(t, c, "QUIT", "221 ")
+				_ = c.Close()
+			} else {
+				c := dialEngine(t, srv.Addr)
+				engineEHLO(t, c, "client.example")
+				cs = engineStartTLS(t, c, cfg)
+				engineEHLO(t, c, "client.example")
+				engineCmd(t, c, "QUIT", "221 ")
+				_ = c.Close()
+			}
+			resumed = append(resumed, cs.DidResume)
+		}
+		if resumed[0] || !resumed[1] || !resumed[2] {
+			t.Errorf("implicit=%v: resumed %v, want [false true true]", implicit, resumed)
+		}
+	}
+}

@@ -6,9 +6,8 @@
 //	petrel check TARGET     probe the STARTTLS security of a domain's MX hosts or of a host
 //	petrel user CMD [NAME]  add, delete and list the users who may authenticate
 //	petrel queue CMD [ID]   list, show, flush, delete and bounce queued messages
+//	petrel bench [flags]    generate SMTP load with TLS (and bench sink: a non-durable receiving sink)
 //	petrel version          print the version
-//
-// The other tools (bench) arrive with later work.
 package main
 
 import (
@@ -32,6 +31,8 @@ Usage:
                          manage the users who may authenticate (petrel user -h)
   petrel queue list|show ID|flush [ID]|delete ID|bounce ID
                          look at and act on the mail queue, like mailq (petrel queue -h)
+  petrel bench [flags]   generate SMTP load with TLS, like smtp-source (petrel bench -h)
+  petrel bench sink      a non-durable receiving server to load (petrel bench sink -h)
   petrel version         print the version
 `
 
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return user(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "queue":
 		return queueCmd(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "petrel", version)
 		return 0

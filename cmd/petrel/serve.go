@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -59,6 +61,7 @@ func serveConfig(args []string, stderr io.Writer) (config.Config, error) {
 		resolver = fs.String("resolver", "", "DNS server `HOST:PORT` for MX lookups (default the system's)")
 		smart    = fs.String("smarthost", "", "relay all non-local mail to `HOST:PORT` (TLS level verify by default)")
 		hold     = fs.Bool("hold", false, "queue accepted mail but deliver none of it (delivery.hold)")
+		pprofAt  = fs.String("pprof", "", "serve Go profiles (net/http/pprof) on `HOST:PORT`, loopback only (log.pprof)")
 	)
 	fs.Var(&domains, "domain", "local `domain` (repeatable; replaces the configured list)")
 	if err := fs.Parse(args); err != nil {
@@ -98,6 +101,8 @@ func serveConfig(args []string, stderr io.Writer) (config.Config, error) {
 			cfg.Delivery.Smarthost = *smart
 		case "hold":
 			cfg.Delivery.Hold = *hold
+		case "pprof":
+			cfg.Log.Pprof = *pprofAt
 		}
 	})
 	for i, d := range cfg.Domains {
@@ -144,6 +149,13 @@ func indent(s string) string {
 func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Writer) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("cannot create the data directory: %w (choose another with --data)", err)
+	}
+	if cfg.Log.Pprof != "" {
+		stopPprof, err := servePprof(cfg.Log.Pprof, log)
+		if err != nil {
+			return fmt.Errorf("cannot serve profiles on %s: %w (change log.pprof or --pprof)", cfg.Log.Pprof, err)
+		}
+		defer stopPprof()
 	}
 	certFile, keyFile := cfg.TLS.Cert, cfg.TLS.Key
 	if certFile == "" {
@@ -408,4 +420,22 @@ func deliveryOptions(cfg config.Config) (delivery.Options, error) {
 		o.Smarthost = sh
 	}
 	return o, nil
+}
+
+// servePprof serves net/http/pprof's handlers on addr until stop is called.
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Warn("serving Go profiles (net/http/pprof)", "addr", ln.Addr().String())
+	return func() { _ = srv.Close() }, nil
 }

@@ -241,6 +241,13 @@ type Log struct {
 	// Format is the log format: "text" (logfmt-like key=value) or "json".
 	// Default: "text".
 	Format string `toml:"format"`
+
+	// Pprof, when set ("127.0.0.1:6060"), serves Go's runtime profiles
+	// (net/http/pprof: CPU, heap, goroutines) on that address, for
+	// performance analysis. Keep it on loopback: anyone who reaches it can
+	// read the process's memory statistics and stacks.
+	// Default: "" (off).
+	Pprof string `toml:"pprof"`
 }
 
 // Duration is a time.Duration written in TOML as a Go duration string

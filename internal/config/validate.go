@@ -143,6 +143,11 @@ func (c *Config) problems() []error {
 	default:
 		add("log.level", "%q is not one of \"debug\", \"info\", \"warn\", \"error\"", c.Log.Level)
 	}
+	if c.Log.Pprof != "" {
+		if _, port, err := net.SplitHostPort(c.Log.Pprof); err != nil || port == "" {
+			add("log.pprof", "%q is not host:port", c.Log.Pprof)
+		}
+	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:

@@ -16,18 +16,18 @@
 // What the server does with mail:
 //
 //   - It has one mailbox per Config.Users entry (default alice and bob), the
-//     address user@lmtp.test (Domain). The local part is case-insensitive,
-//     and a "+detail" is dropped (alice+tag@lmtp.test is alice). RCPT to any
-//     other address, of this domain or another, gets
-//     "550 5.1.1 <addr> User doesn't exist: addr" from Dovecot.
+//     address user@lmtp.test (Domain). The address is case-insensitive, and
+//     a "+detail" is dropped (Alice+tag@lmtp.test is alice). RCPT to any
+//     other address, of this domain or another, or a bare local part, gets
+//     "550 5.1.1 <addr> User doesn't exist: addr".
 //   - After DATA it answers once per accepted recipient, in RCPT order
 //     (RFC 2033 §4.2), "250 2.0.0 <addr> <session id> Saved", and stores
 //     each recipient's copy in that user's Maildir, Dir/mail/<user>/Maildir,
 //     where Messages and WaitMessages read it. Dovecot stores the message
 //     with LF line ends (not CRLF) and adds, above the client's headers,
-//     Return-Path: <mail-from> and a Received header "by mx.lmtp.test with
-//     LMTP"; it adds Delivered-To: <rcpt> only when the transaction has a
-//     single recipient.
+//     "Return-Path: <mail-from>" and a Received header "by mx.lmtp.test with
+//     LMTP"; only when the transaction has a single recipient does it add
+//     "Delivered-To: <rcpt>" too, the address as the client gave it.
 //   - With Config.Quotas, Dovecot's quota plugin limits those users: a
 //     message that would take a user over Quota.Bytes is refused for that
 //     recipient alone after DATA, "552 5.2.2 <addr> Quota exceeded (mailbox
@@ -38,8 +38,8 @@
 // Its LMTP greeting is "220 mx.lmtp.test Dovecot (<base name of Dir>) ready."
 // and it advertises 8BITMIME, CHUNKING, ENHANCEDSTATUSCODES and PIPELINING,
 // but not SIZE: "MAIL FROM:<...> SIZE=n" gets "555 5.5.4 Unsupported
-// parameters". Its log (Log) has a line per session and one per recipient
-// ("saved mail to INBOX", or "save failed to INBOX: <why>").
+// parameters". Its log (Log, WaitLog) has a line per session and one per
+// recipient ("saved mail to INBOX", or "save failed to INBOX: <why>").
 //
 // A test that delivers over LMTP:
 //
@@ -47,33 +47,47 @@
 //	// ... LMTP to dc.Network, dc.Addr: RCPT TO:<alice@lmtp.test> ...
 //	msg := dc.WaitMessages(t, "alice", 1, 10*time.Second)[0]
 //
-// A failed test gets the server's log in its output.
+// A failed test gets the server's log in its output. Start takes about 0.1 s
+// and the stop at cleanup about 1 s.
 //
 // What running a second Dovecot this way needs, learnt here (Dovecot
-// 2.3.19): start `dovecot -F -c <conf>` as a child process (-F: the master
-// stays in the foreground; it keeps its children in its process group,
-// which Start makes a new one, and on SIGTERM it stops them and exits within
-// a second or two). The configuration must not include the system's
-// /etc/dovecot/conf.d: a file of its own with its own base_dir (master.pid,
-// the "already running" check, and every internal socket), state_dir (else
-// /var/lib/dovecot/instances is written) and log_path, and a distinct
-// instance_name, which also names every process but the master
-// ("dovecot-<name>/lmtp"; the master's command line has the path of the
-// configuration).
-// protocols = lmtp leaves only the lmtp service listening; ssl = no is not
-// needed to start but spares a certificate. A passdb is required even for
-// LMTP alone (else auth dies: "No passdbs specified in configuration file.
-// PLAIN mechanism needs one" and every RCPT gets 451 4.3.0), so the
-// passwd-file serves as both passdb and userdb. Mail belongs to the system
-// user "mail" (uid 8), which needs first_valid_uid lowered from 500 ("Mail
-// access for users with UID 8 not permitted"), and the temporary directory
-// made 0755 so that the mail user and Dovecot's internal users get through.
-// The recipient is looked up as the full address (auth_username_format =
-// %Lu), so the user table lists user@lmtp.test, other domains are unknown,
-// and mail_location uses %n, the local part. quota_full_tempfail is a
-// global setting (not a plugin one), and lmtp_rcpt_check_quota refuses at
-// RCPT only a user with no room for an empty message, which a byte quota
-// never reaches: hence Quota.Messages for RCPT-time refusals.
+// 2.3.19, as root in a container):
+//
+//   - `dovecot -F -c <conf>` as a child process: -F keeps the master in the
+//     foreground, and it keeps its children in its process group (which
+//     Start makes a new one), so the group finds them all. A port taken
+//     makes it exit at once (status 89, "Address already in use" on its
+//     stderr).
+//   - A configuration file of its own, which must not include the system's
+//     /etc/dovecot/conf.d, with its own base_dir (master.pid, the "already
+//     running" check and every internal socket), state_dir (else it writes
+//     /var/lib/dovecot/instances), log_path, and a distinct instance_name,
+//     which names every process but the master: "dovecot-<name>/lmtp" (the
+//     master's command line has the configuration's path).
+//   - protocols = lmtp: the lmtp service is the only one listening. ssl = no
+//     is not needed to start, but spares a certificate.
+//   - A passdb, even for LMTP alone: without one the auth process dies ("No
+//     passdbs specified in configuration file. PLAIN mechanism needs one")
+//     and every RCPT gets 451 4.3.0. The passwd-file serves as both passdb
+//     and userdb.
+//   - Mail owned by an existing unprivileged user: the system user "mail"
+//     (uid 8) here, which needs first_valid_uid lowered from 500 ("Mail
+//     access for users with UID 8 not permitted"), and the temporary
+//     directory made 0755 so that it and Dovecot's internal users get in.
+//   - Recipients looked up by full address (auth_username_format = %Lu), so
+//     that the user table lists user@lmtp.test and other domains are
+//     unknown; mail_location then uses %n, the local part.
+//   - Quotas: quota_full_tempfail is a global setting, not a plugin one;
+//     numbered quota_rule settings must have no gap (quota_rule2 alone is
+//     ignored); and lmtp_rcpt_check_quota refuses at RCPT only a user with
+//     no room for an empty message, which a byte quota never reaches: hence
+//     Quota.Messages for refusals at RCPT.
+//   - Logging goes through Dovecot's log process, a moment after the event
+//     (hence WaitLog). On SIGTERM the master tells its children to stop,
+//     waits for them (up to 5 s for an idle lmtp process that is slow to
+//     notice), then closes the log process, which writes what it still has
+//     and exits, about a second later. Killing the log process sooner loses
+//     lines, even ones sent long before, so Stop never does.
 package dovecottest
 
 import (
@@ -104,10 +118,10 @@ const (
 // Bounds. A busy machine starts Dovecot in well under a second; these are
 // the limits after which Start gives up.
 const (
-	readyTimeout  = 30 * time.Second       // from starting the master to the greeting
-	stopTimeout   = 10 * time.Second       // from SIGTERM to no process left
-	logDrain      = 100 * time.Millisecond // from the log process's last client's exit to stopping it
-	startAttempts = 3                      // port taken in the meantime: try again with another
+	readyTimeout  = 30 * time.Second        // from starting the master to the greeting
+	stopTimeout   = 10 * time.Second        // from SIGTERM to no process left
+	nudgeAfter    = 1500 * time.Millisecond // from SIGTERM to the master to SIGTERM to its lingering children
+	startAttempts = 3                       // port taken in the meantime: try again with another
 )
 
 // Config says what server to start. The zero Config is an LMTP server on
@@ -164,7 +178,6 @@ type Server struct {
 	dovecot string
 
 	cmd  *exec.Cmd
-	out  *os.File      // the master's stdout and stderr
 	done chan struct{} // closed when the master has exited
 	once sync.Once
 }
@@ -210,8 +223,6 @@ func Start(t testing.TB, cfg Config) *Server {
 		t.Fatalf("dovecottest: %v", err)
 	}
 
-	t0 := time.Now()
-	defer func() { t.Logf("DEBUG start took %v", time.Since(t0)) }()
 	var last error
 	for attempt := 1; attempt <= startAttempts; attempt++ {
 		if last = s.start(cfg); last == nil {
@@ -430,30 +441,29 @@ func (s *Server) start(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	defer out.Close() // the master has its own copy
 	cmd := exec.Command(s.dovecot, "-F", "-c", conf)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Dir = s.Dir
-	// Its own process group, so that Stop finds every process; and if the
-	// test binary dies, the master is told to stop its children.
+	// Its own process group, so that Stop finds every process. If the test
+	// binary dies (a -timeout panic), the master gets SIGTERM and stops its
+	// children. (Linux sends it when the thread that started the master
+	// ends, which in Go happens only when a goroutine that locked its
+	// thread returns without unlocking it.)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
-		out.Close()
 		return err
 	}
 	done := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
-		out.Close()
 		close(done)
 	}()
-	s.cmd, s.out, s.done = cmd, out, done
+	s.cmd, s.done = cmd, done
 
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		err := s.greets()
-		if err != nil {
-			fmt.Println("DEBUG greets", time.Now(), err)
-		}
 		if err == nil {
 			return nil
 		}
@@ -505,6 +515,24 @@ func (s *Server) Log() string {
 		b = append(b, out...)
 	}
 	return string(b)
+}
+
+// WaitLog waits up to timeout until the log contains substr and returns
+// the log; it fails t if it never does. Dovecot's processes write their
+// lines through its log process, a moment after the event.
+func (s *Server) WaitLog(t testing.TB, substr string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		log := s.Log()
+		if strings.Contains(log, substr) {
+			return log
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dovecottest: no %q in the log after %v", substr, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Maildir returns the directory of user's Maildir (user is a local part of
@@ -604,21 +632,16 @@ func (s *Server) WaitMessages(t testing.TB, user string, n int, timeout time.Dur
 	}
 }
 
-// Stop stops the server: SIGTERM to the master, which stops its children.
-// Its log process stays a second longer, and the master a second after
-// that, for nothing: once the log process is the only child left, Stop
-// gives it a moment to write what the others logged last and sends it
-// SIGTERM (the log shows "Killed with signal 15" for both), and once the
-// master has no child left, SIGKILL. What is still there after 10 s gets
-// SIGKILL too. Start registers Stop with t.Cleanup; calling it again does
+// Stop stops the server: SIGTERM to the master, which tells its children
+// to stop, waits for them, then closes its log process and exits when that
+// has written every line (about a second in all); after 1.5 s, SIGTERM to
+// any child but the log process that is still there (an idle lmtp process
+// can keep the master waiting 5 s); after 10 s, SIGKILL to every process
+// left. The log process is never hurried: killing it loses lines it has not
+// written yet. Start registers Stop with t.Cleanup; calling it again does
 // nothing.
 func (s *Server) Stop(t testing.TB) {
-	t0 := time.Now()
 	s.once.Do(func() { s.stop(t) })
-	t.Logf("DEBUG stop took %v", time.Since(t0))
-	if time.Since(t0) > time.Second {
-		t.Logf("DEBUGLOG %s", s.Log())
-	}
 }
 
 func (s *Server) stop(t testing.TB) {
@@ -628,44 +651,26 @@ func (s *Server) stop(t testing.TB) {
 	master := s.cmd.Process.Pid // also the group's id
 	defer func() { s.cmd = nil }()
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	deadline := time.Now().Add(stopTimeout)
-	logStopped, masterKilled := false, false
-	for time.Now().Before(deadline) {
-		var children []int
-		for _, pid := range processes(master) {
-			if pid != master {
-				children = append(children, pid)
-			}
-		}
-		{
-			var desc []string
-			for _, pid := range children {
-				b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-				desc = append(desc, fmt.Sprintf("%d=%s", pid, b))
-			}
-			fmt.Println("DEBUGSTOP", s.name, time.Now().Format("05.000"), logStopped, masterKilled, desc)
-		}
-		exited := false
+	start := time.Now()
+	nudged := false
+	for time.Since(start) < stopTimeout {
+		pids := processes(master)
 		select {
 		case <-s.done:
-			exited = true
+			if len(pids) == 0 {
+				return
+			}
 		default:
 		}
-		switch {
-		case exited && len(children) == 0:
-			return
-		case !exited && len(children) == 0 && !masterKilled:
-			masterKilled = true
-			_ = s.cmd.Process.Kill()
-		case !logStopped && (exited || s.onlyLog(children)):
-			// Also children a master that died left behind.
-			logStopped = true
-			time.Sleep(logDrain)
-			for _, pid := range children {
-				_ = syscall.Kill(pid, syscall.SIGTERM)
+		if !nudged && time.Since(start) > nudgeAfter {
+			nudged = true
+			for _, pid := range pids {
+				if pid != master && !s.isLog(pid) {
+					_ = syscall.Kill(pid, syscall.SIGTERM)
+				}
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	for _, pid := range processes(master) {
 		t.Logf("dovecottest: killing leftover Dovecot process %d", pid)
@@ -674,19 +679,11 @@ func (s *Server) stop(t testing.TB) {
 	<-s.done
 }
 
-// onlyLog reports whether pids are all the log process, whose title is
+// isLog reports whether pid is the log process, whose title is
 // "dovecot-<instance_name>/log".
-func (s *Server) onlyLog(pids []int) bool {
-	for _, pid := range pids {
-		cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-		if err != nil {
-			continue // gone
-		}
-		if !bytes.Contains(cmdline, []byte(s.name+"/log")) {
-			return false
-		}
-	}
-	return true
+func (s *Server) isLog(pid int) bool {
+	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	return err == nil && bytes.Contains(cmdline, []byte(s.name+"/log"))
 }
 
 // processes lists the live (not zombie) processes of process group pgid.

@@ -230,9 +230,7 @@ func TestDeliver(t *testing.T) {
 			if r := c.cmd("QUIT"); r.code != 221 {
 				t.Errorf("QUIT: %v", r)
 			}
-			if log := s.Log(); !strings.Contains(log, "saved mail to INBOX") {
-				t.Errorf("log has no delivery:\n%s", log)
-			}
+			s.WaitLog(t, "saved mail to INBOX", 10*time.Second)
 		})
 	}
 }

@@ -226,10 +226,12 @@ func refLines(in []byte, max, bufSize int) []lineResult {
 		switch {
 		case len(line) > max:
 			out = append(out, lineResult{p, wire.ErrLineTooLong})
+		// A line within max is read whole (gathered when longer than
+		// the buffer), so its prefix is not cut to the buffer.
 		case len(line) < 2 || line[len(line)-2] != '\r':
-			out = append(out, lineResult{p, wire.ErrBareLF})
+			out = append(out, lineResult{refPrefix(line, len(line)), wire.ErrBareLF})
 		case bytes.IndexByte(line[:len(line)-2], '\r') >= 0:
-			out = append(out, lineResult{p, wire.ErrBareCR})
+			out = append(out, lineResult{refPrefix(line, len(line)), wire.ErrBareCR})
 		default:
 			out = append(out, lineResult{line: string(line[:len(line)-2])})
 		}

@@ -25,28 +25,19 @@ var (
 )
 
 // ReadLine reads one line ending in CRLF of at most max octets (CRLF
-// included) and returns it without the CRLF. Lines longer than r's buffer
-// are always too long, so max should not exceed r.Size(). A longer line is read through
-// its end and ErrLineTooLong is returned; a line ending in a bare LF, or with
-// a CR not followed by LF, is read and ErrBareLF or ErrBareCR is returned.
-// With these three errors the result holds the start of the line (at most
-// PrefixLen octets), so the caller can still see which command it was. Any
-// other error is the reader's (io.EOF before any byte, io.ErrUnexpectedEOF
-// in the middle of a line).
+// included) and returns it without the CRLF. max may exceed r's buffer
+// size: a line longer than the buffer (an AUTH line, RFC 4954 §4) is
+// gathered in a temporary buffer, so r can stay small. A longer line is
+// read through its end and ErrLineTooLong is returned; a line ending in a
+// bare LF, or with a CR not followed by LF, is read and ErrBareLF or
+// ErrBareCR is returned. With these three errors the result holds the start
+// of the line (at most PrefixLen octets), so the caller can still see which
+// command it was. Any other error is the reader's (io.EOF before any byte,
+// io.ErrUnexpectedEOF in the middle of a line).
 func ReadLine(r *bufio.Reader, max int) (string, error) {
 	seg, err := r.ReadSlice('\n')
 	if err == nil {
-		if len(seg) > max {
-			return prefix(seg), ErrLineTooLong
-		}
-		n := len(seg)
-		if n < 2 || seg[n-2] != '\r' {
-			return prefix(seg[:n-1]), ErrBareLF
-		}
-		if bytes.IndexByte(seg[:n-2], '\r') >= 0 {
-			return prefix(seg[:n-2]), ErrBareCR
-		}
-		return string(seg[:n-2]), nil
+		return checkLine(seg, max)
 	}
 	if err != bufio.ErrBufferFull {
 		if err == io.EOF && len(seg) > 0 {
@@ -54,13 +45,28 @@ func ReadLine(r *bufio.Reader, max int) (string, error) {
 		}
 		return "", err
 	}
-	// Longer than the buffer: consume through the LF, keep the start.
+	// Longer than the buffer: gather it while it fits in max, else
+	// consume through the LF and keep the start.
+	var long []byte
+	if len(seg) < max {
+		long = append(make([]byte, 0, min(max, 2*len(seg))), seg...)
+	}
 	start := prefix(seg)
 	for {
-		_, err = r.ReadSlice('\n')
+		seg, err = r.ReadSlice('\n')
+		if long != nil {
+			if len(long)+len(seg) > max {
+				long = nil
+			} else {
+				long = append(long, seg...)
+			}
+		}
 		switch err {
 		case nil:
-			return start, ErrLineTooLong
+			if long == nil {
+				return start, ErrLineTooLong
+			}
+			return checkLine(long, max)
 		case bufio.ErrBufferFull:
 			continue
 		case io.EOF:
@@ -69,6 +75,21 @@ func ReadLine(r *bufio.Reader, max int) (string, error) {
 			return "", err
 		}
 	}
+}
+
+// checkLine checks a whole line, LF included.
+func checkLine(seg []byte, max int) (string, error) {
+	if len(seg) > max {
+		return prefix(seg), ErrLineTooLong
+	}
+	n := len(seg)
+	if n < 2 || seg[n-2] != '\r' {
+		return prefix(seg[:n-1]), ErrBareLF
+	}
+	if bytes.IndexByte(seg[:n-2], '\r') >= 0 {
+		return prefix(seg[:n-2]), ErrBareCR
+	}
+	return string(seg[:n-2]), nil
 }
 
 // PrefixLen bounds the start of a refused line that ReadLine returns.

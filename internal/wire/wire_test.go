@@ -107,17 +107,32 @@ func equalLines(a, b []lineResult) bool {
 	return true
 }
 
-// ReadLine documents that lines longer than the bufio buffer are too long
-// whatever max says (max should not exceed r.Size()); the next line is read
-// correctly after it.
+// Lines longer than the bufio buffer are gathered up to max (so that a
+// small buffer still reads 12 KiB AUTH lines, RFC 4954 §4), checked like
+// others, and refused when over max; the next line is read correctly after
+// each.
 func TestReadLineMaxAboveBufferSize(t *testing.T) {
-	line := strings.Repeat("a", 30)
-	br := bufio.NewReaderSize(strings.NewReader(line+"\r\nNOOP\r\n"), 16)
-	if got, err := wire.ReadLine(br, 64); err != wire.ErrLineTooLong || got != line[:16] {
-		t.Errorf("ReadLine(max 64) on a 16-octet buffer = %q, %v; want the 16-octet start and ErrLineTooLong", got, err)
+	tests := []struct {
+		line string
+		max  int
+		want string
+		err  error
+	}{
+		{strings.Repeat("a", 30) + "\r\n", 64, strings.Repeat("a", 30), nil},
+		{strings.Repeat("a", 62) + "\r\n", 64, strings.Repeat("a", 62), nil},
+		{strings.Repeat("a", 63) + "\r\n", 64, strings.Repeat("a", 16), wire.ErrLineTooLong},
+		{strings.Repeat("a", 200) + "\r\n", 64, strings.Repeat("a", 16), wire.ErrLineTooLong},
+		{strings.Repeat("a", 30) + "\n", 64, strings.Repeat("a", 30), wire.ErrBareLF},
+		{strings.Repeat("a", 20) + "\r" + strings.Repeat("b", 20) + "\r\n", 64, strings.Repeat("a", 20), wire.ErrBareCR},
 	}
-	if got, err := wire.ReadLine(br, 64); err != nil || got != "NOOP" {
-		t.Errorf("next line = %q, %v", got, err)
+	for _, tt := range tests {
+		br := bufio.NewReaderSize(strings.NewReader(tt.line+"NOOP\r\n"), 16)
+		if got, err := wire.ReadLine(br, tt.max); err != tt.err || got != tt.want {
+			t.Errorf("ReadLine(%d octets, max %d) on a 16-octet buffer = %q, %v; want %q, %v", len(tt.line), tt.max, got, err, tt.want, tt.err)
+		}
+		if got, err := wire.ReadLine(br, tt.max); err != nil || got != "NOOP" {
+			t.Errorf("next line = %q, %v", got, err)
+		}
 	}
 }
 
