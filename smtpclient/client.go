@@ -489,15 +489,23 @@ func (c *Client) expectAlone() error {
 // shift every later reply by one. In plaintext, where a man in the middle
 // can inject, it looks at the read buffer and the socket's receive queue
 // (exact and free, on Linux). Inside TLS the receive queue also holds
-// records that are not replies (TLS 1.3 session tickets), so it peeks
-// through TLS for at most idlePeek instead.
+// records that are not replies (TLS 1.3 session tickets), and crypto/tls
+// may already have read records from it, so the client peeks through TLS:
+// for at most idlePeek when the socket holds bytes, else with a deadline
+// already past, which decrypts what crypto/tls holds without a read system
+// call or a wait on a timer (a timer wait costs about a millisecond per
+// command group on an idle machine).
 func (c *Client) checkIdle(ctx context.Context) error {
 	n := c.r.Buffered()
 	if n == 0 && c.tls == nil && c.rawSys != nil {
 		n = pendingInput(c.rawSys)
 	}
 	if n == 0 && c.tls != nil {
-		if err := c.setDeadline(ctx, true, idlePeek); err != nil {
+		wait := idlePeek
+		if c.rawSys != nil && pendingInput(c.rawSys) == 0 {
+			wait = 0
+		}
+		if err := c.setDeadline(ctx, true, wait); err != nil {
 			return err
 		}
 		if _, err := c.r.Peek(1); err == nil {

@@ -1,0 +1,66 @@
+package smtpclient_test
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/petrel-mta/petrel/smtp"
+	"github.com/petrel-mta/petrel/smtpclient"
+	"github.com/petrel-mta/petrel/smtpserver"
+	"github.com/petrel-mta/petrel/smtptest"
+)
+
+type discardBackend struct{}
+
+func (discardBackend) NewSession(context.Context, *smtpserver.Conn) (smtpserver.Session, error) {
+	return discardSession{}, nil
+}
+
+type discardSession struct{}
+
+func (discardSession) Mail(context.Context, smtp.Path, *smtpserver.MailOptions) error { return nil }
+func (discardSession) Rcpt(context.Context, smtp.Path, *smtpserver.RcptOptions) error { return nil }
+func (discardSession) Data(_ context.Context, r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+func (discardSession) Reset(context.Context) {}
+func (discardSession) Close() error          { return nil }
+
+// BenchmarkSendMailReused is one 1 KiB message per iteration over one
+// STARTTLS session (level encrypt) to a discarding Petrel server on
+// loopback, with and without PIPELINING: the client's cost per message,
+// including its check for unsolicited replies before each command group.
+func BenchmarkSendMailReused(b *testing.B) {
+	serverTLS, clientTLS, err := smtptest.TLSConfigs()
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := smtptest.NewServer(smtpserver.Options{Hostname: "mx.test", Backend: discardBackend{}, TLSConfig: serverTLS})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = srv.Close() })
+	msg := []byte("Subject: bench\r\n\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 13))
+	for _, pipelining := range []bool{true, false} {
+		name := map[bool]string{true: "pipelining", false: "lockstep"}[pipelining]
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			c, err := smtpclient.Dial(ctx, srv.Addr, smtpclient.Options{TLS: smtpclient.Encrypt, TLSConfig: clientTLS,
+				LocalName: "client.test", NoPipelining: !pipelining})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			env := smtpclient.Envelope{From: "a@example.org", To: []string{"b@example.net"}}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.SendMail(ctx, env, msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
