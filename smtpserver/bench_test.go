@@ -59,7 +59,11 @@ func (c *benchConn) replies(b *testing.B, n int) {
 }
 
 func (c *benchConn) send(b *testing.B, s string, replies int) {
-	if _, err := io.WriteString(c.nc, s); err != nil {
+	c.sendBytes(b, []byte(s), replies)
+}
+
+func (c *benchConn) sendBytes(b *testing.B, p []byte, replies int) {
+	if _, err := c.nc.Write(p); err != nil {
 		b.Fatal(err)
 	}
 	c.replies(b, replies)
@@ -134,13 +138,13 @@ func BenchmarkMessageReused(b *testing.B) {
 			addr, cfg := benchServer(b)
 			c := dialTLS(b, addr, cfg)
 			defer c.nc.Close()
-			tx := "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
-			msg := message(size) + ".\r\n"
+			tx := []byte("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+			msg := []byte(message(size) + ".\r\n")
 			b.SetBytes(int64(len(msg)))
 			b.ReportAllocs()
 			for b.Loop() {
-				c.send(b, tx, 3)
-				c.send(b, msg, 1)
+				c.sendBytes(b, tx, 3)
+				c.sendBytes(b, msg, 1)
 			}
 		})
 	}
