@@ -87,7 +87,20 @@ func (e EnhancedCode) String() string {
 	if e.IsZero() {
 		return ""
 	}
-	return strconv.Itoa(e.Class) + "." + strconv.Itoa(e.Subject) + "." + strconv.Itoa(e.Detail)
+	return string(e.Append(make([]byte, 0, 12)))
+}
+
+// Append appends "class.subject.detail" to dst (nothing for the zero
+// code), without allocating.
+func (e EnhancedCode) Append(dst []byte) []byte {
+	if e.IsZero() {
+		return dst
+	}
+	dst = strconv.AppendInt(dst, int64(e.Class), 10)
+	dst = append(dst, '.')
+	dst = strconv.AppendInt(dst, int64(e.Subject), 10)
+	dst = append(dst, '.')
+	return strconv.AppendInt(dst, int64(e.Detail), 10)
 }
 
 // ParseEnhancedCode parses "class.subject.detail" (RFC 3463 §2: class is 2, 4

@@ -70,7 +70,7 @@ func AppendReply(dst []byte, code int, enhanced EnhancedCode, lines ...string) [
 			dst = append(dst, '-')
 		}
 		if !enhanced.IsZero() {
-			dst = append(dst, enhanced.String()...)
+			dst = enhanced.Append(dst)
 			if l != "" {
 				dst = append(dst, ' ')
 			}

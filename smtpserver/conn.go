@@ -403,6 +403,10 @@ func (c *conn) replyErr(ctx context.Context, verb string, err error) error {
 
 // writeReply queues a reply; it is sent at the next flush.
 func (c *conn) writeReply(e *smtp.Error) {
+	if !strings.Contains(e.Message, "\n") {
+		c.writeReplyLines(e.Code, e.Enhanced, e.Message) // no Lines() slice
+		return
+	}
 	c.writeReplyLines(e.Code, e.Enhanced, e.Lines()...)
 }
 
