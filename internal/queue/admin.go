@@ -202,6 +202,7 @@ func (s *Spool) resync(id string, err error) {
 		s.mu.Lock()
 		s.drop(id)
 		s.mu.Unlock()
+		s.tombstone(id)
 		return
 	}
 	s.reload(id)
@@ -248,9 +249,13 @@ func (s *Spool) processMarkers() {
 	}
 }
 
-// reload re-reads the state of message id into the index.
+// reload re-reads the state of message id into the index. A message that
+// is gone (deleted by an attached process) is tombstoned.
 func (s *Spool) reload(id string) {
 	m, err := s.readState(id)
+	if errors.Is(err, ErrNotFound) {
+		s.tombstone(id)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {

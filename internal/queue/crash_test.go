@@ -21,8 +21,12 @@ import (
 	"time"
 )
 
-// crashDirEnv makes the test binary run as the child of TestCrash.
-const crashDirEnv = "PETREL_QUEUE_CRASH_DIR"
+// crashDirEnv makes the test binary run as the child of TestCrash;
+// crashModeEnv says how the child opens the spool.
+const (
+	crashDirEnv  = "PETREL_QUEUE_CRASH_DIR"
+	crashModeEnv = "PETREL_QUEUE_CRASH_MODE"
+)
 
 // TestCrash kills a process that puts and delivers messages with SIGKILL
 // at random moments, several times, and checks after each kill that every
@@ -36,10 +40,21 @@ const crashDirEnv = "PETREL_QUEUE_CRASH_DIR"
 //	GO id                before an Update or Complete that may remove id
 //	ATT id n             after an Update returned: n attempts recorded in all
 //	RM id                after an Update or Complete that removed id returned
+//
+// It runs twice: with the default options (kills land during Puts, journal
+// writes and state changes), and with a checkpoint every 2 ms and bodies
+// over 32 KiB streamed to msg/ instead of journaled (kills land during
+// checkpoints too, and during both kinds of Put).
 func TestCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills subprocesses")
 	}
+	for _, mode := range []string{"default", "checkpoints"} {
+		t.Run(mode, func(t *testing.T) { testCrash(t, mode) })
+	}
+}
+
+func testCrash(t *testing.T, mode string) {
 	dir := t.TempDir()
 	type putInfo struct {
 		sum  string
@@ -54,7 +69,7 @@ func TestCrash(t *testing.T) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
 		// A data race in the child ends it at once, with another
 		// status than SIGKILL's, which fails the round.
-		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, "GORACE=halt_on_error=1")
+		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, crashModeEnv+"="+mode, "GORACE=halt_on_error=1")
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -111,6 +126,7 @@ func TestCrash(t *testing.T) {
 		}
 
 		// Recover as the next daemon would, and check.
+		segs := len(journalFiles(t, dir))
 		s, err := Open(dir, Options{})
 		if err != nil {
 			t.Fatalf("round %d: Open after the crash: %v", round, err)
@@ -161,7 +177,7 @@ func TestCrash(t *testing.T) {
 			t.Errorf("round %d: %d files in msg/ for %d messages", round, len(files), len(present))
 		}
 		s.Close()
-		t.Logf("round %d: %d Puts acknowledged, %d messages queued, %d of them from Puts that never returned", round, n, len(present), unacked)
+		t.Logf("round %d: %d Puts acknowledged, %d messages queued, %d of them from Puts that never returned; %d journal segments replayed", round, n, len(present), unacked, segs)
 	}
 	if len(puts) < 20 {
 		t.Errorf("only %d Puts in %d rounds: the test proves little", len(puts), rounds)
@@ -184,16 +200,23 @@ func checkBody(t *testing.T, s *Spool, m Message, sum string, size int64) {
 }
 
 // TestCrashChild is the process TestCrash kills: four goroutines put
-// messages, one delivers them with random outcomes.
+// messages (of up to 64 KiB), one delivers them with random outcomes.
 func TestCrashChild(t *testing.T) {
 	dir := os.Getenv(crashDirEnv)
 	if dir == "" {
 		t.Skip("run by TestCrash")
 	}
-	s, err := Open(dir, Options{})
+	var opts Options
+	if os.Getenv(crashModeEnv) == "checkpoints" {
+		opts.CheckpointInterval = 2 * time.Millisecond
+	}
+	s, err := Open(dir, opts)
 	if err != nil {
 		fmt.Println("ERROR", err)
 		os.Exit(3)
+	}
+	if os.Getenv(crashModeEnv) == "checkpoints" {
+		s.inlineMax = 32 << 10 // before any Put
 	}
 	var mu sync.Mutex
 	emit := func(format string, args ...any) {

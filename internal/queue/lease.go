@@ -60,6 +60,7 @@ func (s *Spool) Lease(ctx context.Context, max int) ([]*Lease, error) {
 		if errors.Is(err, ErrNotFound) {
 			s.drop(p.e.id) // deleted by another process
 			s.mu.Unlock()
+			s.tombstone(p.e.id)
 			continue
 		}
 		if err != nil {

@@ -102,7 +102,9 @@ func (s *Spool) writeState(m *Message) error {
 }
 
 // removeFiles removes message id durably: the state file first (the
-// message no longer exists), then the body.
+// message no longer exists), then the body. The removal is made durable by
+// a tombstone in the journal if the message's Put record may still be in
+// it (Open's replay then finishes the removal), else by an fsync of msg/.
 func (s *Spool) removeFiles(id string) error {
 	if err := os.Remove(s.statePath(id)); err != nil {
 		return fmt.Errorf("queue: %w", err)
@@ -110,5 +112,19 @@ func (s *Spool) removeFiles(id string) error {
 	if err := os.Remove(s.bodyPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("queue: %w", err)
 	}
+	if s.jnl != nil {
+		if journaled, err := s.jnl.tombstoneSync(id); journaled {
+			return err
+		}
+	}
 	return s.gsync.sync()
+}
+
+// tombstone tells the owner's journal that message id was removed (see
+// journal.tombstone). An attached process has no journal: the owner
+// tombstones its removals when it reads its hints.
+func (s *Spool) tombstone(id string) {
+	if s.jnl != nil {
+		s.jnl.tombstone(id)
+	}
 }

@@ -10,14 +10,16 @@
 // # Contract
 //
 // Durability. Put returns nil only when the message body and its envelope
-// are durable: on the Spool, written, fsynced and linked into place with the
-// directory fsynced (several concurrent Puts may share one directory fsync:
-// group commit); on JetStream, acknowledged by the stream once stored on a
-// quorum of replicas. Only then may the server answer 250. When Put returns
-// an error the message may or may not have been stored (the Spool removes
-// what it wrote, as far as it can); the client, told 4xx, sends it again.
-// Every state change made by Update, Complete, Bounce and Delete is equally
-// durable before it returns nil.
+// are durable: on the Spool, appended to its write-ahead journal and
+// fdatasynced (concurrent Puts share one fdatasync: group commit), or, for
+// a body over 1 MiB, written, fsynced and linked into place with the
+// directory fsynced; on JetStream, acknowledged by the stream once stored on
+// a quorum of replicas. Only then may the server answer 250. When Put
+// returns an error the message may or may not have been stored (the Spool
+// removes what it wrote, as far as it can); the client, told 4xx, sends it
+// again. Every state change made by Update, Complete, Bounce and Delete is
+// equally durable before it returns nil. A message may be visible to Get
+// and List a moment before its Put returns, never before it is durable.
 //
 // At-least-once delivery. Every recipient is attempted until it is Delivered
 // or Failed; a crash, or a lease that is lost, between a delivery and the

@@ -2,6 +2,8 @@ package queue
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,9 +17,11 @@ import (
 )
 
 // recover brings the spool back to a consistent state after a crash, and
-// loads the index. It runs in Open, holding the queue-wide lock exclusively
-// so that no attached process is changing anything; the owner lock ensures
-// that no other process is putting. See Spool for the rules.
+// loads the index: it empties tmp/, replays the journal, and checks msg/.
+// It runs in Open, holding the queue-wide lock exclusively so that no
+// attached process is changing anything; the owner lock ensures that no
+// other process is putting. It makes the journal that Open starts. See
+// Spool for the rules.
 func (s *Spool) recover() error {
 	lf, err := os.OpenFile(s.lockPath(), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -42,6 +46,17 @@ func (s *Spool) recover() error {
 	if len(tmps) > 0 {
 		s.log.Info("queue: removed unfinished files", "count", len(tmps))
 	}
+
+	// The journal before msg/: it restores the files of every message
+	// whose Put returned and that no checkpoint has synced yet, so the
+	// rules below never see them half-written.
+	nextSeq, err := s.replay()
+	if err != nil {
+		return err
+	}
+	var salt [4]byte
+	_, _ = rand.Read(salt[:])
+	s.jnl = newJournal(s.journalDir, binary.LittleEndian.Uint32(salt[:]), nextSeq, s.log)
 
 	ents, err := os.ReadDir(s.msgDir)
 	if err != nil {

@@ -1,13 +1,9 @@
 package queue
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,6 +21,11 @@ import (
 //	owner.lock    flock(2)ed exclusively by the owner (the daemon) while it runs
 //	lock          flock(2)ed exclusively by Open while it recovers, shared
 //	              by an attached process for each change it makes
+//	journal/      the write-ahead journal of Puts: segment files
+//	              SEQ-SALT.wal (see journal.go for the record format),
+//	              written by the owner only, empty after a clean Close (a
+//	              Petrel without a journal must not open a spool whose
+//	              journal is not empty: it would lose messages)
 //	msg/ID.body   the body, written once and never changed
 //	msg/ID.json   the state file: envelope and recipients (JSON, versioned);
 //	              the message exists if and only if this file exists
@@ -35,65 +36,131 @@ import (
 //
 // # Crash safety
 //
-// The state file is the commit point. Put creates msg/ID.body (O_EXCL,
-// which also reserves the ID) and writes the body into it, writes the state
-// file under tmp/, fsyncs both files (at once: the file system commits them
-// together), links the state file to msg/ID.json, fsyncs msg/ (group
-// commit: concurrent Puts and state changes share one directory fsync) and
-// only then returns the ID. A state change (Update, Complete, Bounce) writes
-// a new state file under tmp/, fsyncs it, renames it over the old one and
-// fsyncs msg/, so a state file is always whole: the old one or the new one.
-// A removal unlinks the state file, then the body, then fsyncs msg/. Since
-// a file's bytes are fsynced before its name is linked or renamed into msg/,
-// a state file in msg/ never holds partial content.
+// A message is durable in one of two ways: as a record in a journal
+// segment, or as msg/ID.body and msg/ID.json synced to disk. Put makes it
+// durable the first way, a checkpoint turns it into the second, and the
+// state changes and removals of the delivery side work on the second.
 //
-// After a crash, Open empties tmp/ (an Update whose rename did not happen
-// leaves the old state, which is whole) and finds in msg/ either both files
-// of a message, or one of them. One file means a Put that did not return or
-// a removal that had begun, whatever order the file system persisted the
-// names in; the rule is that such a message is dropped and its file
-// removed. It is consistent: a Put that did not return was not
-// acknowledged (the sender was not told 250 and sends it again), and a
-// removal is of a message fully done or deleted by the postmaster. Once Put
-// has returned, both names are durable, and only a removal takes them away.
-// A message whose state file is there but finished (every recipient
-// Delivered, or Failed and Reported) is a removal cut short: Open finishes
-// it. A state file that does not decode, or a body whose size differs from
-// the state file's, cannot come from a crash (bytes are fsynced before
-// names); Open moves such a message to corrupt/ and logs it, rather than
-// guessing.
+// Put reads the body into memory and encodes one journal record: the ID,
+// the state file as Put writes it, the body, a length and CRC-32C
+// checksums. It hands the record to the committer, one goroutine that takes
+// every record waiting, appends them to the current segment with one
+// writev(2), calls fdatasync(2) once and then answers all their Puts (group
+// commit: while one fdatasync runs the next batch gathers; a lone Put waits
+// for no timer). A new segment's name is made durable (fsync of journal/)
+// before its first record is acknowledged. While the committer works, Put
+// writes msg/ID.body and the state file under tmp/, without fsync: in the
+// page cache only. Once the fdatasync that covers its record has returned,
+// it renames the state file to msg/ID.json (so that a reader sees a whole
+// file), adds the message to the index and returns the ID. A crash before
+// the rename leaves a body without state file, which Open drops unless the
+// replay of a durable record completes the message (see below). The state
+// file appears a moment before Put returns, when the message is already
+// durable: a List, Get or attached process may see it then; Lease sees it
+// once it is in the index, just before Put returns.
+//
+// Bodies over 1 MiB (inlineMax) are not journaled, so that memory stays
+// bounded (a few MiB per Put in progress): Put streams such a body to
+// msg/ID.body, writes the state file under tmp/, fsyncs both, links the
+// state file to msg/ID.json and fsyncs msg/ (group commit with concurrent
+// Puts and state changes) before it returns, as the Spool did before it
+// had a journal.
+//
+// A checkpoint runs every Options.CheckpointInterval (1 s by default), when
+// the current segment passes 64 MiB, and in Close. It rotates the journal
+// (records go to a new segment from then on, so that it covers whole
+// segments), waits until each Put committed to the old segments has
+// written its files, makes them durable (one syncfs(2) on Linux, see
+// syncMsgFiles; elsewhere an fsync of each file), fsyncs msg/, and deletes
+// the old segments (and fsyncs journal/). A sync that fails is not retried:
+// the segments are kept until the next Open, which rewrites their messages.
+//
+// A state change (Update, Complete, Bounce) writes a new state file under
+// tmp/, fsyncs it, renames it over the old one and fsyncs msg/, so a state
+// file it wrote is always whole: the old one or the new one. (If the
+// message's Put record is still in the journal, its body may not be on disk
+// yet while such a state file is: the replay below rewrites the body.) A
+// removal unlinks the state file, then the body, then makes that durable:
+// with an fsync of msg/, or, if the message's Put record may still be in a
+// segment, by appending a tombstone record to the journal and waiting for
+// the fdatasync of its batch (replay would otherwise bring the message
+// back from its Put record; with the tombstone it finishes the removal
+// instead). Put refuses the ID of a message whose records are still in the
+// journal, so a tombstone names one message only. A removal made by an
+// attached process (which never writes the journal) is tombstoned by the
+// owner when it reads the process's hint, without waiting; if a crash
+// comes first, the message comes back: a duplicate delivery, which the
+// contract allows.
+//
+// After a crash, Open empties tmp/, then replays the journal (see replay):
+// each Put record whose checksums hold and that no later tombstone cancels
+// gets its body rewritten and its state file written unless a valid one,
+// written by a later state change, is there; the files of a tombstoned
+// message are removed; all that is synced, and the segments are deleted. A
+// torn write at the end of the journal (the batch whose fdatasync did not
+// return) is ignored: those Puts never returned. After the replay, every
+// message whose Put returned has whole, durable files, as do the messages
+// checkpointed before, and Open scans msg/ with the rules that follow.
+//
+// Open finds in msg/ either both files of a message, or one of them. One
+// file means a Put that did not return or a removal that had begun,
+// whatever order the file system persisted the names in; the rule is that
+// such a message is dropped and its file removed. It is consistent: a Put
+// that did not return was not acknowledged (the sender was not told 250 and
+// sends it again), and a removal is of a message fully done or deleted by
+// the postmaster. Once Put has returned, both names are durable (or
+// restored by the replay), and only a removal takes them away. A message
+// whose state file is there but finished (every recipient Delivered, or
+// Failed and Reported) is a removal cut short: Open finishes it. A state
+// file that does not decode, or a body whose size differs from the state
+// file's, cannot come from a crash (files not covered by the journal were
+// synced before their segment went); Open moves such a message to corrupt/
+// and logs it, rather than guessing.
+//
+// What can be lost is a record damaged in the middle of a segment (the
+// disk returning other bytes than it was given, not a crash): the replay
+// finds the next valid record by its header checksum, logs the damaged
+// bytes as an error, and goes on; the message put there survives if its
+// files had been synced (by writeback, or by a checkpoint cut short) and
+// is lost, or set aside to corrupt/, if not.
 //
 // The window for a duplicate delivery is the time between a delivery
 // accepted by the next hop and the durable state write of the Update that
 // records it: a crash there leaves the recipient Pending or Deferred. A
 // crash between the Update that returns failures and the Complete that marks
-// them Reported makes the DSN go out twice. A crash after the directory
-// fsync of a Put but before Put returned keeps a message whose sender will
-// also send it again. Nothing is lost in any window.
+// them Reported makes the DSN go out twice. A crash after the fdatasync of a
+// Put's record but before Put returned keeps a message whose sender will
+// also send it again, and so may a Put that failed after its record was
+// written. Nothing is lost in any window.
 //
-// SIGKILL of the process at random moments is tested (crash_test.go);
-// surviving power loss rests on the fsync ordering above and on the file
-// system and disk honouring fsync.
+// SIGKILL of the process at random moments, also during journal writes and
+// checkpoints, is tested (crash_test.go), and so are torn and damaged
+// segments (replay_test.go); surviving power loss rests on the ordering
+// above and on the file system and disk honouring fdatasync, fsync and
+// syncfs.
 //
 // # Processes and locking
 //
 // One process owns the spool: Open takes owner.lock (or fails with ErrBusy),
 // recovers, and keeps an in-memory index of due times, so that Lease costs
-// O(due), not O(queue). Only the owner puts and leases; its leases live in
-// memory and die with it. Other processes (`petrel queue list|show|flush|
-// delete|bounce`) use Attach: they read state files (always whole, thanks to
-// rename) and change them under the locks below, then leave a hint in
-// notify/ that the owner reads at its next Lease.
+// O(due), not O(queue). Only the owner puts, leases and writes the journal;
+// its leases live in memory and die with it. Other processes (`petrel queue
+// list|show|flush|delete|bounce`) use Attach: they read state files (always
+// whole, thanks to rename; the page cache is shared, so a file that the
+// owner has not synced yet reads the same) and change them under the locks
+// below, then leave a hint in notify/ that the owner reads at its next
+// Lease.
 //
 // Every change to an existing message (by the owner or an attached process)
 // holds an exclusive flock(2) on the message's body file, which is never
-// replaced, and re-reads the state file under it: changes to one message
-// are serialized across processes, and changes to different messages run in
-// parallel and share directory fsyncs. An attached process also holds
-// the shared queue-wide lock, so that Open never recovers (empties tmp/)
-// under its feet.
+// replaced (but by the replay in Open, which excludes everyone), and
+// re-reads the state file under it: changes to one message are serialized
+// across processes, and changes to different messages run in parallel and
+// share directory fsyncs. An attached process also holds the shared
+// queue-wide lock, so that Open never recovers (empties tmp/, replays the
+// journal) under its feet.
 type Spool struct {
-	dir, msgDir, tmpDir, notifyDir string
+	dir, msgDir, tmpDir, notifyDir, journalDir string
 
 	owner     bool
 	sch       Schedule
@@ -105,12 +172,22 @@ type Spool struct {
 	pid       int
 	tmpSeq    atomic.Uint64
 	wake      chan struct{}
+	inlineMax int // the largest body Put journals
 
-	mu     sync.Mutex
-	closed bool
-	idx    map[string]*entry
-	heap   dueHeap
-	leased map[*entry]struct{}
+	// The owner's journal and checkpoints; jnl is nil when attached.
+	jnl       *journal
+	ckptEvery time.Duration
+	ckptStop  chan struct{}
+	ckptDone  chan struct{}
+	ckptMu    sync.Mutex // one checkpoint at a time
+	ckptErr   error      // a failed sync: segments kept; guarded by ckptMu
+
+	mu      sync.Mutex
+	closed  bool
+	idx     map[string]*entry
+	heap    dueHeap
+	leased  map[*entry]struct{}
+	putting map[string]struct{} // IDs of Puts in progress
 }
 
 var (
@@ -128,9 +205,14 @@ type Options struct {
 	LeaseTime time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// Logger gets what recovery finds and removes, and lost leases.
-	// Default: discard.
+	// Logger gets what recovery finds and removes, lost leases, and
+	// journal and checkpoint failures. Default: discard.
 	Logger *slog.Logger
+	// CheckpointInterval is how often the owner makes the messages put
+	// since the last checkpoint durable in msg/ and deletes their journal
+	// segments (see Spool). Shorter means a smaller journal to replay
+	// after a crash; longer, fewer syncs. Default 1 second.
+	CheckpointInterval time.Duration
 }
 
 // Open opens the spool in dir as its owner, creating it if needed, and
@@ -161,6 +243,10 @@ func Open(dir string, opts Options) (*Spool, error) {
 		f.Close()
 		return nil, err
 	}
+	s.ckptStop = make(chan struct{})
+	s.ckptDone = make(chan struct{})
+	go s.jnl.run()
+	go s.checkpointLoop(s.ckptStop, s.ckptDone)
 	s.processMarkers()
 	return s, nil
 }
@@ -194,19 +280,26 @@ func newSpool(dir string, opts Options, owner bool) (*Spool, error) {
 		return nil, err
 	}
 	s := &Spool{
-		dir:       abs,
-		msgDir:    filepath.Join(abs, "msg"),
-		tmpDir:    filepath.Join(abs, "tmp"),
-		notifyDir: filepath.Join(abs, "notify"),
-		owner:     owner,
-		sch:       sch,
-		leaseTime: opts.LeaseTime,
-		clock:     opts.Now,
-		log:       opts.Logger,
-		pid:       os.Getpid(),
-		wake:      make(chan struct{}, 1),
-		idx:       make(map[string]*entry),
-		leased:    make(map[*entry]struct{}),
+		dir:        abs,
+		msgDir:     filepath.Join(abs, "msg"),
+		tmpDir:     filepath.Join(abs, "tmp"),
+		notifyDir:  filepath.Join(abs, "notify"),
+		journalDir: filepath.Join(abs, "journal"),
+		owner:      owner,
+		sch:        sch,
+		leaseTime:  opts.LeaseTime,
+		clock:      opts.Now,
+		log:        opts.Logger,
+		pid:        os.Getpid(),
+		wake:       make(chan struct{}, 1),
+		inlineMax:  defaultInlineMax,
+		ckptEvery:  opts.CheckpointInterval,
+		idx:        make(map[string]*entry),
+		leased:     make(map[*entry]struct{}),
+		putting:    make(map[string]struct{}),
+	}
+	if s.ckptEvery <= 0 {
+		s.ckptEvery = defaultCheckpointInterval
 	}
 	if s.leaseTime <= 0 {
 		s.leaseTime = time.Hour
@@ -249,7 +342,7 @@ func (s *Spool) create() error {
 		}
 	}
 	created := made
-	for _, d := range []string{s.msgDir, s.tmpDir, s.notifyDir} {
+	for _, d := range []string{s.msgDir, s.tmpDir, s.notifyDir, s.journalDir} {
 		made, err := mkdirSync(d)
 		if err != nil {
 			return err
@@ -268,11 +361,13 @@ func (s *Spool) create() error {
 }
 
 // Close releases the spool; the owner gives up its ownership. Leases are
-// void. Close is idempotent.
+// void. The owner first writes what is queued for the journal and
+// checkpoints, so that the journal is empty after a clean Close; a Put
+// still reading its body fails with ErrClosed. Close is idempotent.
 func (s *Spool) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
@@ -280,10 +375,18 @@ func (s *Spool) Close() error {
 		e.lease = nil
 	}
 	clear(s.leased)
-	if s.ownerLock != nil {
-		return s.ownerLock.Close()
+	s.mu.Unlock()
+	var err error
+	if s.jnl != nil {
+		close(s.ckptStop)
+		<-s.ckptDone
+		s.jnl.close()
+		err = s.checkpoint()
 	}
-	return nil
+	if s.ownerLock != nil {
+		err = errors.Join(err, s.ownerLock.Close())
+	}
+	return err
 }
 
 // check fails if the spool is closed, or if it is not the owner and the
@@ -308,113 +411,5 @@ func (s *Spool) signal() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
-	}
-}
-
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// Put implements Queue. On a storage error (a full disk, say) the server
-// answers 452 4.3.1.
-func (s *Spool) Put(ctx context.Context, env Envelope, body io.Reader) (string, error) {
-	if err := s.check(true); err != nil {
-		return "", err
-	}
-	rcpts, err := checkEnvelope(&env)
-	if err != nil {
-		return "", err
-	}
-	now := s.now()
-	id := env.ID
-	if id == "" {
-		id = NewID(now)
-	}
-
-	// The body goes straight to msg/: without a state file it is no
-	// message, and O_EXCL reserves the ID.
-	bodyFile, err := os.OpenFile(s.bodyPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return "", fmt.Errorf("%w: %s", ErrExists, id)
-	}
-	if err != nil {
-		return "", fmt.Errorf("queue: %w", err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			bodyFile.Close()
-			os.Remove(s.statePath(id))
-			os.Remove(s.bodyPath(id))
-		}
-	}()
-	size, err := copyBody(ctx, bodyFile, body)
-	if err != nil {
-		return "", err
-	}
-	m := Message{ID: id, From: env.From, Rcpts: rcpts, Received: now, Size: size, Attrs: maps.Clone(env.Attrs)}
-	data, err := encodeState(&m)
-	if err != nil {
-		return "", err
-	}
-	tmpState := s.tmpPath(id, "json")
-	stateFile, err := os.OpenFile(tmpState, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("queue: %w", err)
-	}
-	defer os.Remove(tmpState)
-	_, err = stateFile.Write(data)
-	if err == nil {
-		// Two fsyncs at once: the file system commits them together.
-		bodyErr := make(chan error, 1)
-		go func() { bodyErr <- bodyFile.Sync() }()
-		err = errors.Join(stateFile.Sync(), <-bodyErr)
-	}
-	err = errors.Join(err, stateFile.Close(), bodyFile.Close())
-	if err != nil {
-		return "", fmt.Errorf("queue: writing message: %w", err)
-	}
-
-	// The link of the state file makes the message exist; the fsync of
-	// msg/ makes it (and the body's name) durable.
-	if err := os.Link(tmpState, s.statePath(id)); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return "", fmt.Errorf("%w: %s", ErrExists, id)
-		}
-		return "", fmt.Errorf("queue: %w", err)
-	}
-	if err := s.gsync.sync(); err != nil {
-		return "", err
-	}
-	committed = true
-
-	s.mu.Lock()
-	s.note(id, &m, keep)
-	s.mu.Unlock()
-	s.signal()
-	return id, nil
-}
-
-// copyBody copies r into f. It checks ctx before each read.
-func copyBody(ctx context.Context, f *os.File, r io.Reader) (n int64, err error) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	for {
-		if err := ctx.Err(); err != nil {
-			return n, fmt.Errorf("queue: %w", err)
-		}
-		nr, rerr := r.Read(buf)
-		if nr > 0 {
-			nw, werr := f.Write(buf[:nr])
-			n += int64(nw)
-			if werr != nil {
-				return n, fmt.Errorf("queue: writing body: %w", werr)
-			}
-		}
-		if rerr == io.EOF {
-			return n, nil
-		}
-		if rerr != nil {
-			return n, fmt.Errorf("queue: reading message: %w", rerr)
-		}
 	}
 }

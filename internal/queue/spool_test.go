@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -116,7 +118,7 @@ func addrs(rs []Recipient) []string {
 }
 
 // spoolFiles lists the files under dir, relative to it, without the lock
-// files.
+// files and the journal (journalFiles lists those).
 func spoolFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	var out []string
@@ -126,7 +128,7 @@ func spoolFiles(t *testing.T, dir string) []string {
 		}
 		if !d.IsDir() {
 			rel, _ := filepath.Rel(dir, path)
-			if rel != "lock" && rel != "owner.lock" {
+			if rel != "lock" && rel != "owner.lock" && !strings.HasPrefix(rel, "journal/") {
 				out = append(out, rel)
 			}
 		}
@@ -263,11 +265,16 @@ func TestPutErrors(t *testing.T) {
 
 func TestGroupCommit(t *testing.T) {
 	s := openSpool(t, t.TempDir(), nil)
-	// A slow disk, so that Puts pile up behind one fsync.
+	// A slow disk, so that Puts pile up behind one fdatasync of the
+	// journal (and state changes behind one fsync of msg/).
 	s.gsync.syncFn = func(dir string) error {
 		time.Sleep(2 * time.Millisecond)
 		return safeio.SyncDir(dir)
 	}
+	setJournalSync(s, func(f *os.File) error {
+		time.Sleep(2 * time.Millisecond)
+		return datasync(f)
+	})
 	const goroutines, each = 16, 10
 	var wg sync.WaitGroup
 	ids := make(chan string, goroutines*each)
@@ -292,13 +299,20 @@ func TestGroupCommit(t *testing.T) {
 		get(t, s, id)
 		n++
 	}
-	s.gsync.mu.Lock()
-	syncs := s.gsync.count
-	s.gsync.mu.Unlock()
-	t.Logf("%d Puts, %d directory fsyncs", n, syncs)
+	s.jnl.mu.Lock()
+	syncs := s.jnl.syncs
+	s.jnl.mu.Unlock()
+	t.Logf("%d Puts, %d journal fdatasyncs", n, syncs)
 	if n != goroutines*each || syncs >= uint64(n)/2 {
-		t.Errorf("%d Puts shared only down to %d directory fsyncs", n, syncs)
+		t.Errorf("%d Puts shared only down to %d journal fdatasyncs", n, syncs)
 	}
+}
+
+// setJournalSync replaces the fdatasync of s's journal.
+func setJournalSync(s *Spool, fn func(*os.File) error) {
+	s.jnl.mu.Lock()
+	s.jnl.syncFn = fn
+	s.jnl.mu.Unlock()
 }
 
 func TestGroupSyncError(t *testing.T) {
@@ -324,8 +338,14 @@ func TestPutStorageError(t *testing.T) {
 	dir := t.TempDir()
 	s := openSpool(t, dir, nil)
 	s.gsync.syncFn = func(string) error { return errors.New("EIO") }
+	setJournalSync(s, func(*os.File) error { return errors.New("EIO") })
 	if _, err := s.Put(context.Background(), env("a@x", "b@y"), strings.NewReader("x")); err == nil {
-		t.Fatal("Put succeeded without its fsync")
+		t.Fatal("Put succeeded without its fdatasync")
+	}
+	// A body too big for the journal has fsyncs of its own.
+	big := strings.Repeat("x", s.inlineMax+1)
+	if _, err := s.Put(context.Background(), env("a@x", "b@y"), strings.NewReader(big)); err == nil {
+		t.Fatal("Put of a big body succeeded without its fsync")
 	}
 	if got := spoolFiles(t, dir); len(got) != 0 {
 		t.Errorf("a failed Put left %q", got)
@@ -345,20 +365,25 @@ func BenchmarkPut(b *testing.B) {
 	}
 }
 
-// BenchmarkPutParallel measures Puts from concurrent sessions, which share
-// directory fsyncs.
+// BenchmarkPutParallel measures Puts from 16 and 64 concurrent sessions,
+// which share fsyncs (group commit).
 func BenchmarkPutParallel(b *testing.B) {
-	s := openSpool(b, b.TempDir(), nil)
-	body := bytes.Repeat([]byte("0123456789abcde\n"), 64)
-	e := env("alice@example.org", "bob@example.net")
-	b.SetBytes(int64(len(body)))
-	b.SetParallelism(8)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := s.Put(context.Background(), e, bytes.NewReader(body)); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
+	for _, g := range []int{16, 64} {
+		b.Run(fmt.Sprintf("g=%d", g), func(b *testing.B) {
+			s := openSpool(b, b.TempDir(), nil)
+			body := bytes.Repeat([]byte("0123456789abcde\n"), 64)
+			e := env("alice@example.org", "bob@example.net")
+			b.SetBytes(int64(len(body)))
+			// RunParallel starts parallelism × GOMAXPROCS goroutines.
+			b.SetParallelism((g + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := s.Put(context.Background(), e, bytes.NewReader(body)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }

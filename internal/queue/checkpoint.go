@@ -1,0 +1,113 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+// defaultCheckpointInterval is the default of Options.CheckpointInterval.
+const defaultCheckpointInterval = time.Second
+
+// checkpointLoop checkpoints every interval, and when the committer says
+// that the current segment is full, until stop is closed.
+func (s *Spool) checkpointLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(s.ckptEvery)
+	defer t.Stop()
+	var last error
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		case <-s.jnl.full:
+		}
+		err := s.checkpoint()
+		if err != nil && err != last {
+			s.log.Error("queue: checkpoint failed", "err", err)
+		}
+		last = err
+	}
+}
+
+// checkpoint makes the files in msg/ of the messages put into finished
+// segments durable, then deletes those segments: it rotates the journal,
+// waits until every Put committed to the old segments has written its
+// files, syncs the files (syncMsgFiles) and msg/, and removes the segments.
+//
+// A failed sync is not retried: after a failed fsync the kernel may have
+// dropped the data it could not write while the page cache still shows it,
+// so a later sync that succeeds proves nothing. The journal then keeps every
+// segment until the next Open, which rewrites the messages from it.
+func (s *Spool) checkpoint() error {
+	s.ckptMu.Lock()
+	defer s.ckptMu.Unlock()
+	segs := s.jnl.rotate()
+	if len(segs) == 0 {
+		return nil
+	}
+	if s.ckptErr != nil {
+		return s.ckptErr
+	}
+	for _, seg := range segs {
+		seg.pending.Wait()
+	}
+	err := s.syncMsgFiles(s.jnl.segmentIDs(segs))
+	if err == nil {
+		err = s.gsync.sync()
+	}
+	if err != nil {
+		s.ckptErr = fmt.Errorf("queue: checkpoint: %w; the journal is kept until the spool is opened again", err)
+		return s.ckptErr
+	}
+	return s.jnl.remove(segs)
+}
+
+// syncEach fsyncs the body and state files of messages ids, from several
+// goroutines (the file system commits concurrent fsyncs together). A
+// message removed meanwhile is skipped.
+func (s *Spool) syncEach(ids []string) error {
+	const workers = 64
+	paths := make(chan string)
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			for p := range paths {
+				err = errors.Join(err, syncFile(p))
+			}
+			errs <- err
+		}()
+	}
+	for _, id := range ids {
+		paths <- s.bodyPath(id)
+		paths <- s.statePath(id)
+	}
+	close(paths)
+	wg.Wait()
+	close(errs)
+	var err error
+	for e := range errs {
+		err = errors.Join(err, e)
+	}
+	return err
+}
+
+// syncFile fsyncs the file path, if it exists.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	return errors.Join(err, f.Close())
+}
