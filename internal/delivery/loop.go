@@ -52,6 +52,9 @@ func (l *Loop) Run(ctx context.Context) error {
 	slots := make(chan struct{}, workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// freed is signalled when a worker finishes, so that a full loop
+	// leases again at once rather than at the next poll.
+	freed := make(chan struct{}, 1)
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -59,6 +62,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-wake:
+		case <-freed:
 		case <-t.C:
 		}
 		for {
@@ -79,7 +83,13 @@ func (l *Loop) Run(ctx context.Context) error {
 			for _, ls := range leases {
 				slots <- struct{}{}
 				wg.Go(func() {
-					defer func() { <-slots }()
+					defer func() {
+						<-slots
+						select {
+						case freed <- struct{}{}:
+						default:
+						}
+					}()
 					l.Process(ctx, ls)
 				})
 			}

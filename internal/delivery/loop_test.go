@@ -96,3 +96,46 @@ func TestLoop(t *testing.T) {
 		t.Errorf("remote got %d messages", n)
 	}
 }
+
+// A loop whose workers are all busy leases again as soon as one finishes,
+// not at the next poll: with one worker and an hour's poll, a burst of
+// messages queued before the loop starts is delivered at once.
+func TestLoopRefillsWhenAWorkerFinishes(t *testing.T) {
+	store, err := maildir.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := delivery.New(delivery.Options{LocalDomains: []string{"local.test"}, Local: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	q, err := queue.Open(filepath.Join(t.TempDir(), "spool"), queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	ctx := ctxT(t)
+	const n = 6
+	for range n {
+		if _, err := q.Put(ctx, queue.Envelope{From: "a@local.test", Rcpts: []queue.Recipient{{Addr: "box@local.test"}}},
+			strings.NewReader(testMsg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	loop := &delivery.Loop{Queue: q, Deliverer: d, ReportingMTA: "mx.local.test", Workers: 1, Poll: time.Hour}
+	go func() { _ = loop.Run(lctx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		names, _ := store.List("box")
+		if len(names) == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d delivered: the loop waits for its poll", len(names), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
