@@ -559,3 +559,17 @@ func TestBenchHoldServerDown(t *testing.T) {
 		t.Fatalf("Hold: %v, report %+v", err, rep)
 	}
 }
+
+// Rate paces the run: the n-th transaction starts n/Rate seconds in, so 20
+// messages at 50/s take at least 19/50 s, over any number of sessions.
+func TestBenchRate(t *testing.T) {
+	_, addr := startSink(t, SinkOptions{})
+	rep := runBench(t, Options{Server: addr, Security: StartTLS, Conns: 4, MsgsPerConn: 5, Total: 20, Rate: 50})
+	wantClean(t, rep, 20)
+	if min := (19 * time.Second / 50).Seconds(); rep.Duration < min {
+		t.Errorf("20 messages at 50/s took %.3f s, less than the schedule's %.3f s", rep.Duration, min)
+	}
+	if _, err := Run(context.Background(), Options{Server: addr, Rate: -1}); err == nil {
+		t.Error("a negative rate was accepted")
+	}
+}

@@ -78,6 +78,10 @@ type Options struct {
 	// transactions in progress finish). With neither, Total is 1000.
 	Total    int
 	Duration time.Duration
+	// Rate, when positive, paces the transactions at that many per
+	// second over all sessions (a steady load for soak tests); 0 sends
+	// as fast as the sessions go.
+	Rate float64
 	// Size is the message size in octets (default 1024); see Message.
 	Size int
 	// Rcpts is the number of recipients per message (default 1).
@@ -162,7 +166,7 @@ func (o Options) withDefaults(idle bool) (Options, error) {
 		o.Total = 1000
 	}
 	switch {
-	case o.Conns < 0, o.MsgsPerConn < 0, o.Total < 0, o.Rcpts < 0, o.Size < 0, o.Idle < 0, o.Ramp < 0,
+	case o.Rate < 0, o.Conns < 0, o.MsgsPerConn < 0, o.Total < 0, o.Rcpts < 0, o.Size < 0, o.Idle < 0, o.Ramp < 0,
 		o.Duration < 0, o.Timeout < 0, o.IdleNoop < 0:
 		return o, errors.New("counts, sizes and durations must not be negative")
 	case idle && o.Idle == 0:

@@ -26,6 +26,8 @@ type runner struct {
 
 	stop     atomic.Bool  // no new transactions or sessions
 	claimed  atomic.Int64 // transactions started, against Total
+	paced    atomic.Int64 // transactions started, for Options.Rate
+	start    time.Time    // of the run, for Options.Rate
 	everOK   atomic.Bool  // a session was set up
 	failRun  atomic.Int64 // session setups failed in a row
 	abortMsg atomic.Pointer[string]
@@ -169,17 +171,38 @@ func (r *runner) claim() bool {
 	if r.stop.Load() {
 		return false
 	}
-	if r.opts.Total == 0 {
-		return true
+	if r.opts.Total > 0 {
+		for {
+			n := r.claimed.Load()
+			if n >= int64(r.opts.Total) {
+				return false
+			}
+			if r.claimed.CompareAndSwap(n, n+1) {
+				break
+			}
+		}
 	}
+	if r.opts.Rate > 0 {
+		return r.pace()
+	}
+	return true
+}
+
+// pace waits for this transaction's turn at Options.Rate: the n-th starts
+// n/Rate seconds into the run (a steady rate, for soak tests; a late
+// transaction starts at once and the schedule does not drift).
+func (r *runner) pace() bool {
+	n := r.paced.Add(1) - 1
+	at := r.start.Add(time.Duration(float64(n) / r.opts.Rate * float64(time.Second)))
 	for {
-		n := r.claimed.Load()
-		if n >= int64(r.opts.Total) {
+		if r.stop.Load() {
 			return false
 		}
-		if r.claimed.CompareAndSwap(n, n+1) {
+		d := time.Until(at)
+		if d <= 0 {
 			return true
 		}
+		time.Sleep(min(d, 100*time.Millisecond))
 	}
 }
 
@@ -234,6 +257,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 	start := time.Now()
+	r.start = start
 	if o.Duration > 0 {
 		t := time.AfterFunc(o.Duration, func() { r.stop.Store(true) })
 		defer t.Stop()
