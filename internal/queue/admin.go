@@ -218,10 +218,37 @@ func (s *Spool) mark(name string) error {
 	return f.Close()
 }
 
+// maybeProcessMarkers runs processMarkers when notify/ may hold hints: its
+// modification time changed since the last look, or a second has passed
+// (time stamps are coarse, so a hint made in the same tick as the last
+// look's removals may not change it). Lease calls it: one stat instead of
+// reading the directory every time.
+func (s *Spool) maybeProcessMarkers() {
+	fi, err := os.Stat(s.notifyDir)
+	now := time.Now()
+	s.hintMu.Lock()
+	due := err != nil || !fi.ModTime().Equal(s.hintMtime) || now.Sub(s.hintAt) >= time.Second
+	s.hintMu.Unlock()
+	if due {
+		s.processMarkers()
+	}
+}
+
 // processMarkers acts on the hints in notify/. Each hint is removed before
 // the state it points to is read, and an attached process writes the state
 // before the hint, so no change is missed.
 func (s *Spool) processMarkers() {
+	defer func() {
+		// What the directory looks like once this look's removals
+		// are done: a later hint changes it (or waits a second).
+		fi, err := os.Stat(s.notifyDir)
+		s.hintMu.Lock()
+		if err == nil {
+			s.hintMtime = fi.ModTime()
+		}
+		s.hintAt = time.Now()
+		s.hintMu.Unlock()
+	}()
 	ents, err := os.ReadDir(s.notifyDir)
 	if err != nil {
 		s.log.Error("queue: reading hints", "err", err)

@@ -19,7 +19,7 @@ func (s *Spool) Lease(ctx context.Context, max int) ([]*Lease, error) {
 	if max <= 0 {
 		return nil, nil
 	}
-	s.processMarkers()
+	s.maybeProcessMarkers()
 	now := s.now()
 
 	type pick struct {

@@ -188,6 +188,10 @@ type Spool struct {
 	heap    dueHeap
 	leased  map[*entry]struct{}
 	putting map[string]struct{} // IDs of Puts in progress
+
+	hintMu    sync.Mutex
+	hintMtime time.Time // notify/'s modification time at the last look
+	hintAt    time.Time // when that look was
 }
 
 var (
