@@ -59,7 +59,9 @@ message to its end and throws it away. It is NOT durable: a 250 from the
 sink means nothing; never point real mail at it. --tempfail and --permfail
 refuse that fraction of recipients at RCPT (451 4.3.0, 550 5.1.1),
 pseudo-randomly but the same for each --seed. Counts are printed on Ctrl-C,
-and every second with --progress.
+and every second with --progress. --exit-after N stops the sink once N
+messages have been accepted, with the counts and when the first and the
+N-th message arrived: to time a sender that delivers a batch of N.
 
 Flags:
 `
@@ -73,6 +75,7 @@ type benchFlags struct {
 	conns, msgsPerConn, total, size, rcpts           int
 	idle, ramp                                       int
 	duration, progress, timeout, idleNoop            time.Duration
+	rate                                             float64
 	bind                                             stringList
 	set                                              map[string]bool
 }
@@ -98,6 +101,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&f.msgsPerConn, "msgs-per-conn", 1, "messages `M` per session before QUIT")
 	fs.IntVar(&f.total, "total", 0, "stop after `N` messages, sent or failed (default 1000 unless --duration)")
 	fs.DurationVar(&f.duration, "duration", 0, "stop after `D` (the messages under way finish); with --idle, hold for D")
+	fs.Float64Var(&f.rate, "rate", 0, "send at a steady `R` messages/s over all sessions (soak tests; 0: as fast as they go)")
 	fs.IntVar(&f.size, "size", 1024, "message size in octets, `N` (header and 76-character lines)")
 	fs.IntVar(&f.rcpts, "rcpts", 1, "recipients `R` per message")
 	fs.StringVar(&f.to, "to", "bench@localhost", "recipient `TEMPLATE`: %d becomes the recipient's number, 1 to R (e.g. user%d@localhost)")
@@ -189,7 +193,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // options turns the flags into bench.Options, refusing contradictions.
 func (f *benchFlags) options() (bench.Options, error) {
 	o := bench.Options{
-		Server: f.server, Conns: f.conns, MsgsPerConn: f.msgsPerConn, Total: f.total, Duration: f.duration,
+		Server: f.server, Conns: f.conns, MsgsPerConn: f.msgsPerConn, Total: f.total, Duration: f.duration, Rate: f.rate,
 		Size: f.size, Rcpts: f.rcpts, From: f.from, To: f.to, Pipelining: f.pipelining, BDAT: f.bdat,
 		EHLO: f.ehlo, Timeout: f.timeout, Idle: f.idle, IdleNoop: f.idleNoop, Ramp: f.ramp, Resume: f.resume,
 	}
@@ -316,6 +320,7 @@ func benchSink(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		tempFail, permFail                  float64
 		seed                                uint64
 		maxConns, maxErrors                 int
+		exitAfter                           uint64
 		progress                            time.Duration
 	)
 	fs := flag.NewFlagSet("petrel bench sink", flag.ContinueOnError)
@@ -331,6 +336,7 @@ func benchSink(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.IntVar(&maxConns, "max-conns", 20000, "connections at most, in total and per client address (`N`)")
 	fs.IntVar(&maxErrors, "max-errors", 1000, "error replies per session before 421 (`N`); high, so injected refusals do not end sessions")
 	fs.Var(durationFlag{&progress}, "progress", "print counts on standard error every second, or every `D` with --progress=D")
+	fs.Uint64Var(&exitAfter, "exit-after", 0, "exit once `N` messages have been accepted, saying when the first and the N-th arrived (0: run until Ctrl-C)")
 	fs.BoolVar(&jsonOut, "json", false, "print the final counts as JSON")
 	fs.BoolVar(&verbose, "v", false, "log connections on standard error")
 	words, code, ok := parseWords(fs, args, "petrel bench sink", benchSinkHelp, stderr)
@@ -345,7 +351,7 @@ func benchSink(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return usage("unexpected argument %q; run 'petrel bench sink -h' for the flags", words[0])
 	}
 	opts := bench.SinkOptions{Hostname: hostname, ImplicitTLS: implicitTLS, TempFail: tempFail, PermFail: permFail,
-		Seed: seed, MaxConns: maxConns, MaxErrors: maxErrors}
+		Seed: seed, MaxConns: maxConns, MaxErrors: maxErrors, Until: exitAfter}
 	certNote := "a self-signed certificate made in memory"
 	switch {
 	case (certFile == "") != (keyFile == ""):
@@ -394,6 +400,7 @@ func benchSink(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	select {
 	case <-ctx.Done():
 	case failed = <-serveErr:
+	case <-sink.Reached():
 	}
 	close(stopProgress)
 	wg.Wait()
@@ -408,6 +415,10 @@ func benchSink(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	} else {
 		fmt.Fprintf(stdout, "sink: %d messages, %d octets, %d recipients accepted, %d refused 451, %d refused 550; %d connections, %d TLS sessions\n",
 			st.Messages, st.Bytes, st.Rcpts, st.TempFail, st.PermFail, st.Connections, st.TLSSessions)
+		if !st.Reached.IsZero() {
+			fmt.Fprintf(stdout, "sink: message %d at %s, %.3fs after the first (%s)\n", exitAfter,
+				st.Reached.UTC().Format(time.RFC3339Nano), st.Reached.Sub(st.FirstMessage).Seconds(), st.FirstMessage.UTC().Format(time.RFC3339Nano))
+		}
 	}
 	if failed != nil {
 		fmt.Fprintf(stderr, "petrel bench sink: %v\n", failed)

@@ -42,6 +42,10 @@ type SinkOptions struct {
 	// so that refusals injected by TempFail and PermFail do not close
 	// sessions).
 	MaxErrors int
+	// Until, when not zero, is a number of messages: once the sink has
+	// accepted that many, the channel of Reached is closed and Stats
+	// says when (to time a sender that delivers a known batch).
+	Until uint64
 	// Logger receives the server's logs; nil discards.
 	Logger *slog.Logger
 }
@@ -54,15 +58,17 @@ type SinkOptions struct {
 // measures the protocol and TLS side of a sender, not storage, and must
 // never receive mail anyone wants.
 type Sink struct {
-	srv *smtpserver.Server
-	st  sinkCounters
-	o   SinkOptions
+	srv     *smtpserver.Server
+	st      sinkCounters
+	o       SinkOptions
+	reached chan struct{} // closed at the Until-th message; nil without Until
 }
 
 type sinkCounters struct {
 	conns, sessions, closed, tlsSessions atomic.Uint64
 	messages, bytes, rcpts               atomic.Uint64
 	rcptSeq, temp, perm                  atomic.Uint64
+	firstAt, reachedAt                   atomic.Int64 // Unix nanoseconds
 }
 
 // SinkStats are a Sink's counts so far.
@@ -75,6 +81,10 @@ type SinkStats struct {
 	Rcpts       uint64 `json:"rcpts"`        // recipients accepted
 	TempFail    uint64 `json:"rcpt_tempfail"`
 	PermFail    uint64 `json:"rcpt_permfail"`
+	// FirstMessage is when the first message was accepted, and Reached
+	// when the SinkOptions.Until-th was (zero: not yet, or no Until).
+	FirstMessage time.Time `json:"first_message,omitzero"`
+	Reached      time.Time `json:"reached,omitzero"`
 }
 
 // Errors a Sink refuses recipients with.
@@ -110,6 +120,9 @@ func NewSink(opts SinkOptions) (*Sink, error) {
 		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 	k := &Sink{o: opts}
+	if opts.Until > 0 {
+		k.reached = make(chan struct{})
+	}
 	srv, err := smtpserver.New(smtpserver.Options{
 		Name:          "sink",
 		Hostname:      opts.Hostname,
@@ -138,6 +151,10 @@ func (k *Sink) Shutdown(ctx context.Context) error { return k.srv.Shutdown(ctx) 
 // Close stops the sink at once.
 func (k *Sink) Close() error { return k.srv.Close() }
 
+// Reached returns a channel that is closed once SinkOptions.Until messages
+// have been accepted; without Until, a nil channel (never ready).
+func (k *Sink) Reached() <-chan struct{} { return k.reached }
+
 // Stats returns the counts so far.
 func (k *Sink) Stats() SinkStats {
 	return SinkStats{
@@ -149,7 +166,17 @@ func (k *Sink) Stats() SinkStats {
 		Rcpts:       k.st.rcpts.Load(),
 		TempFail:    k.st.temp.Load(),
 		PermFail:    k.st.perm.Load(),
+
+		FirstMessage: unixNano(k.st.firstAt.Load()),
+		Reached:      unixNano(k.st.reachedAt.Load()),
 	}
+}
+
+func unixNano(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // Verdict decides the n-th recipient (from 0) a sink answers: 0 accept,
@@ -217,8 +244,19 @@ func (s *sinkSession) Data(_ context.Context, r io.Reader) error {
 	}
 	st := &s.k.st
 	st.bytes.Add(uint64(n))
-	st.messages.Add(1)
 	st.rcpts.Add(uint64(s.rcpts))
+	m := st.messages.Add(1)
+	if m == 1 || m == s.k.o.Until {
+		now := time.Now().UnixNano()
+		if m == 1 {
+			st.firstAt.Store(now)
+		}
+		if m == s.k.o.Until {
+			st.firstAt.CompareAndSwap(0, now) // message 1 not stored yet
+			st.reachedAt.Store(now)
+			close(s.k.reached)
+		}
+	}
 	return nil
 }
 

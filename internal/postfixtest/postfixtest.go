@@ -13,7 +13,8 @@
 //
 // What the instance does with mail:
 //
-//   - It accepts mail for the domain "postfix.test" (Domain) and delivers
+//   - It accepts mail for the domain "postfix.test" (Domain, or
+//     Config.Domain) and delivers
 //     each recipient's copy, as a file of its own that starts with
 //     "Delivered-To: <recipient>", to one Maildir, Dir/mail/inbox/, where
 //     Messages and WaitMessages read it. A local part must start with a
@@ -32,8 +33,8 @@
 //     (RFC 3207) at Config.TLSLevel: "may" (offered, the default) or
 //     "encrypt" (required: 530 5.7.0 before STARTTLS).
 //
-// Its host name is "mx.postfix.test" (Hostname): the name to put in the
-// server certificate and to verify. Its maillog (Log, WaitLog) records
+// Its host name is "mx.postfix.test" (Hostname; "mx." + Config.Domain): the
+// name to put in the server certificate and to verify. Its maillog (Log, WaitLog) records
 // every session with smtpd_tls_loglevel = 1, and every delivery with
 // status=sent.
 //
@@ -47,6 +48,12 @@
 //	log := pf.WaitLog(t, "status=sent", 10*time.Second)
 //
 // A failed test gets the instance's maillog in its output.
+//
+// Outside tests (the benchmark in bench/compare), Launch starts an instance
+// and returns an error instead of failing a test, and Close stops it and
+// removes its directory; Config.Domain, Config.Dir and
+// Config.SMTPDProcessLimit adapt it, and MasterPID, Processes and Queued
+// let a caller measure it.
 //
 // What running a second Postfix instance needs, learnt in test/interop: its
 // own config_directory (main.cf and master.cf, given with postfix -c),
@@ -68,7 +75,9 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -84,10 +93,12 @@ import (
 )
 
 const (
-	// Domain is the mail domain an instance accepts mail for.
+	// Domain is the mail domain an instance accepts mail for, unless
+	// Config.Domain says otherwise.
 	Domain = "postfix.test"
 	// Hostname is the instance's myhostname: its greeting, its Received
-	// headers, and the name its certificate should carry.
+	// headers, and the name its certificate should carry ("mx." +
+	// Config.Domain when that is set).
 	Hostname = "mx." + Domain
 )
 
@@ -99,6 +110,11 @@ const (
 	stopTimeout    = 10 * time.Second // from `postfix stop` to no process left
 	startAttempts  = 3                // ports taken in the meantime: try again with another
 )
+
+// ErrUnavailable is wrapped by Launch's error when Postfix cannot be run
+// here at all: it is not installed, there is no postfix user, or the
+// process is not root.
+var ErrUnavailable = errors.New("postfixtest: Postfix unavailable")
 
 // Config says what instance to start. The zero Config is a plaintext-only
 // server for Domain.
@@ -117,8 +133,8 @@ type Config struct {
 	// names must be readable by the postfix user.
 	MainCF map[string]string
 	// RelayHost is Postfix's relayhost, e.g. "[127.0.0.1]:2525": mail for
-	// domains other than Domain from 127.0.0.0/8 is relayed there. Empty:
-	// no relaying.
+	// domains other than the instance's from 127.0.0.0/8 is relayed
+	// there. Empty: no relaying.
 	RelayHost string
 	// RelayCAFile is a PEM file of certificates the smtp client trusts
 	// (smtp_tls_CAfile), e.g. the relay host's self-signed certificate:
@@ -128,6 +144,17 @@ type Config struct {
 	// directory, so any readable file does. Needs RelayHost; empty: the
 	// default (no CA file).
 	RelayCAFile string
+	// Domain is the mail domain the instance accepts mail for; empty:
+	// Domain ("postfix.test"). Its host name is "mx." + Domain.
+	Domain string
+	// Dir is the directory the instance's own directory is made in; it
+	// must be traversable by the postfix user (mode 0755 or so). Empty:
+	// the system's temporary directory.
+	Dir string
+	// SMTPDProcessLimit is the smtpd service's process limit in
+	// master.cf, that is, how many SMTP sessions are served at once (one
+	// smtpd process each); 0 leaves Postfix's default_process_limit, 100.
+	SMTPDProcessLimit int
 }
 
 // Instance is a running throw-away Postfix.
@@ -137,11 +164,15 @@ type Instance struct {
 	// Dir is its directory: conf/ (main.cf, master.cf), queue/, data/,
 	// mail/inbox/ (the Maildir) and maillog.
 	Dir string
+	// Domain is the mail domain it accepts mail for, and Hostname its
+	// myhostname.
+	Domain, Hostname string
 
 	conf    string
 	postfix string
 	banner  string // a token in its greeting: proves the port is ours
 	once    sync.Once
+	stopErr error
 }
 
 // Message is one delivered message.
@@ -158,59 +189,136 @@ type Message struct {
 // is missing (see the package comment).
 func Start(t testing.TB, cfg Config) *Instance {
 	t.Helper()
-	postfix := requirements(t)
+	in, err := launch(t.Context(), cfg, func(format string, args ...any) { t.Logf(format, args...) })
+	if errors.Is(err, ErrUnavailable) {
+		if os.Getenv("PETREL_INTEROP_REQUIRED") == "1" {
+			t.Fatalf("%v (PETREL_INTEROP_REQUIRED=1)", err)
+		}
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := in.Stop(); err != nil {
+			t.Log(err)
+		}
+		if t.Failed() {
+			t.Logf("postfixtest: maillog of the instance at %s:\n%s", in.Addr, in.Log())
+		}
+		_ = os.RemoveAll(in.Dir)
+	})
+	return in
+}
+
+// Launch starts an instance, as Start does, for a caller that is not a
+// test: it waits until the instance's smtpd greets (a port taken by someone
+// else in the meantime is retried with another) and returns it; the caller
+// must Close it. The error wraps ErrUnavailable when Postfix or root is
+// missing; otherwise it says, on one line, why Postfix did not start. On
+// error nothing is left running and the directory is removed.
+func Launch(ctx context.Context, cfg Config) (*Instance, error) {
+	return launch(ctx, cfg, func(string, ...any) {})
+}
+
+func launch(ctx context.Context, cfg Config, logf func(format string, args ...any)) (*Instance, error) {
+	postfix, err := requirements()
+	if err != nil {
+		return nil, err
+	}
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
-		t.Fatal("postfixtest: CertFile and KeyFile go together")
+		return nil, errors.New("postfixtest: CertFile and KeyFile go together")
 	}
 	switch cfg.TLSLevel {
 	case "", "may", "encrypt":
 	default:
-		t.Fatalf("postfixtest: TLSLevel %q: want \"may\" or \"encrypt\"", cfg.TLSLevel)
+		return nil, fmt.Errorf("postfixtest: TLSLevel %q: want \"may\" or \"encrypt\"", cfg.TLSLevel)
 	}
 	if cfg.RelayCAFile != "" && cfg.RelayHost == "" {
-		t.Fatal("postfixtest: RelayCAFile needs RelayHost")
+		return nil, errors.New("postfixtest: RelayCAFile needs RelayHost")
+	}
+	if cfg.SMTPDProcessLimit < 0 {
+		return nil, errors.New("postfixtest: SMTPDProcessLimit must not be negative")
+	}
+	domain := strings.ToLower(cfg.Domain)
+	if domain == "" {
+		domain = Domain
 	}
 
-	dir, err := os.MkdirTemp("", "petrel-postfix-")
+	dir, err := os.MkdirTemp(cfg.Dir, "petrel-postfix-")
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("postfixtest: %w", err)
 	}
-	in := &Instance{Dir: dir, conf: filepath.Join(dir, "conf"), postfix: postfix}
-	t.Cleanup(func() {
-		in.Stop(t)
-		if t.Failed() {
-			t.Logf("postfixtest: maillog of the instance at %s:\n%s", in.Addr, in.Log())
-		}
+	if err := traversable(filepath.Dir(dir)); err != nil {
 		_ = os.RemoveAll(dir)
-	})
-	if err := in.prepare(cfg); err != nil {
-		t.Fatalf("postfixtest: %v", err)
+		return nil, err
 	}
-
+	in := &Instance{Dir: dir, Domain: domain, Hostname: "mx." + domain, conf: filepath.Join(dir, "conf"), postfix: postfix}
+	fail := func(err error) (*Instance, error) {
+		_ = in.Stop()
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := in.prepare(cfg); err != nil {
+		return fail(fmt.Errorf("postfixtest: %w", err))
+	}
 	var last error
 	for attempt := 1; attempt <= startAttempts; attempt++ {
-		if last = in.start(cfg); last == nil {
-			return in
+		if last = in.start(ctx, cfg); last == nil {
+			return in, nil
 		}
-		t.Logf("postfixtest: start attempt %d: %v", attempt, last)
-		in.stop(t)
+		if ctx.Err() != nil {
+			break
+		}
+		logf("postfixtest: start attempt %d: %v", attempt, last)
+		if err := in.stop(); err != nil {
+			logf("%v", err)
+		}
 	}
-	t.Fatalf("postfixtest: Postfix did not start: %v", last)
-	return nil
+	if why := lastProblem(in.Log()); why != "" {
+		last = fmt.Errorf("%v; the maillog's last complaint: %s", last, why)
+	}
+	return fail(fmt.Errorf("postfixtest: Postfix did not start: %v", last))
 }
 
-// requirements returns the path of the postfix command, or skips (fails
-// with PETREL_INTEROP_REQUIRED=1) when Postfix or root is missing.
-func requirements(t testing.TB) string {
-	t.Helper()
-	missing := func(why string) {
-		t.Helper()
-		msg := "postfixtest: " + why
-		if os.Getenv("PETREL_INTEROP_REQUIRED") == "1" {
-			t.Fatal(msg + " (PETREL_INTEROP_REQUIRED=1)")
+// lastProblem returns the last "fatal:", "panic:" or "error:" line of a
+// maillog, or "".
+func lastProblem(maillog string) string {
+	lines := strings.Split(maillog, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		for _, k := range []string{"fatal: ", "panic: ", "error: "} {
+			if _, after, ok := strings.Cut(lines[i], k); ok {
+				return k + strings.TrimSpace(after)
+			}
 		}
-		t.Skip(msg)
 	}
+	return ""
+}
+
+// traversable checks that the postfix user can reach inside dir: that it
+// and every directory above it let others search them.
+func traversable(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("postfixtest: %w", err)
+	}
+	for d := abs; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("postfixtest: %w", err)
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("postfixtest: the postfix user cannot reach %s: %s has mode %v (chmod o+x it, or choose another Config.Dir)", abs, d, fi.Mode().Perm())
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+// requirements returns the path of the postfix command, or an error
+// wrapping ErrUnavailable when Postfix or root is missing.
+func requirements() (string, error) {
 	postfix, err := exec.LookPath("postfix")
 	if err != nil {
 		postfix = ""
@@ -223,15 +331,15 @@ func requirements(t testing.TB) string {
 		}
 	}
 	if postfix == "" {
-		missing("Postfix is not installed: run test/interop/install-deps.sh (as root) to install it")
+		return "", fmt.Errorf("%w: Postfix is not installed: run test/interop/install-deps.sh (as root) to install it", ErrUnavailable)
 	}
 	if _, err := user.Lookup("postfix"); err != nil {
-		missing("there is no postfix user: run test/interop/install-deps.sh (as root) to install Postfix")
+		return "", fmt.Errorf("%w: there is no postfix user: run test/interop/install-deps.sh (as root) to install Postfix", ErrUnavailable)
 	}
 	if os.Geteuid() != 0 {
-		missing("a throw-away Postfix instance needs root (its master runs as root)")
+		return "", fmt.Errorf("%w: a throw-away Postfix instance needs root (its master runs as root)", ErrUnavailable)
 	}
-	return postfix
+	return postfix, nil
 }
 
 // prepare makes the directories, copies the key, the certificate and the
@@ -286,23 +394,23 @@ func (in *Instance) prepare(cfg Config) error {
 	// unknown in virtual mailbox table"), any other safe local part is
 	// accepted. The virtual agent delivers with its own static map
 	// (master.cf).
-	vmailbox := `# recipients smtpd accepts; the result is not used
+	vmailbox := fmt.Sprintf(`# recipients smtpd accepts; the result is not used
 if !/^unknown/
-/^[a-z0-9][-a-z0-9_.+]*@postfix\.test$/	inbox/
+/^[a-z0-9][-a-z0-9_.+]*@%s$/	inbox/
 endif
-`
+`, strings.ReplaceAll(in.Domain, ".", `\.`))
 	return os.WriteFile(filepath.Join(in.conf, "vmailbox"), []byte(vmailbox), 0o644)
 }
 
-// mainCF returns main.cf for the instance listening on port.
+// mainCF returns main.cf for the instance.
 func (in *Instance) mainCF(cfg Config, uid, gid string) string {
 	set := map[string]string{
 		"compatibility_level":   "3.6",
 		"queue_directory":       in.Dir + "/queue",
 		"data_directory":        in.Dir + "/data",
 		"meta_directory":        "/etc/postfix",
-		"myhostname":            Hostname,
-		"mydomain":              Domain,
+		"myhostname":            in.Hostname,
+		"mydomain":              in.Domain,
 		"myorigin":              "$myhostname",
 		"mydestination":         "",
 		"local_recipient_maps":  "",
@@ -315,8 +423,8 @@ func (in *Instance) mainCF(cfg Config, uid, gid string) string {
 		"biff":                  "no",
 		"maillog_file":          in.Dir + "/maillog",
 		"maillog_file_prefixes": in.Dir,
-		// Mail for Domain: one Maildir per local part.
-		"virtual_mailbox_domains": Domain,
+		// Mail for the domain: one Maildir for every local part.
+		"virtual_mailbox_domains": in.Domain,
 		"virtual_mailbox_base":    in.Dir + "/mail",
 		"virtual_mailbox_maps":    "regexp:" + in.conf + "/vmailbox",
 		"virtual_uid_maps":        "static:" + uid,
@@ -373,9 +481,10 @@ func (in *Instance) mainCF(cfg Config, uid, gid string) string {
 	return b.String()
 }
 
-// masterCF lists only the services an instance uses, none chrooted.
+// masterCF lists only the services an instance uses, none chrooted; the
+// smtpd line's address and process limit are filled in.
 const masterCF = `# service type  private unpriv  chroot  wakeup  maxproc command + args
-%s inet n - n - - smtpd
+%s inet n - n - %s smtpd
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 tlsmgr    unix  -       -       n       1000?   1       tlsmgr
@@ -402,7 +511,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 // start writes the configuration for a fresh free port, runs `postfix
 // start`, and waits for this instance's greeting on the port.
-func (in *Instance) start(cfg Config) error {
+func (in *Instance) start(ctx context.Context, cfg Config) error {
 	pfUser, err := user.Lookup("postfix")
 	if err != nil {
 		return err
@@ -420,13 +529,17 @@ func (in *Instance) start(cfg Config) error {
 	if err := os.WriteFile(filepath.Join(in.conf, "main.cf"), []byte(in.mainCF(cfg, pfUser.Uid, pfUser.Gid)), 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(in.conf, "master.cf"), []byte(fmt.Sprintf(masterCF, in.Addr)), 0o644); err != nil {
+	maxproc := "-"
+	if cfg.SMTPDProcessLimit > 0 {
+		maxproc = strconv.Itoa(cfg.SMTPDProcessLimit)
+	}
+	if err := os.WriteFile(filepath.Join(in.conf, "master.cf"), []byte(fmt.Sprintf(masterCF, in.Addr, maxproc)), 0o644); err != nil {
 		return err
 	}
 	// start first runs the integrity check (postfix-script check-fatal),
 	// which makes the queue directories with their owners and modes.
-	if out, err := in.Command("start"); err != nil {
-		return fmt.Errorf("postfix -c %s start: %v\n%s", in.conf, err, out)
+	if out, err := in.command(ctx, "start"); err != nil {
+		return fmt.Errorf("postfix -c %s start: %v: %s", in.conf, err, oneLine(out))
 	}
 	deadline := time.Now().Add(readyTimeout)
 	for {
@@ -437,11 +550,29 @@ func (in *Instance) start(cfg Config) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("smtpd on %s not ready after %v: %v", in.Addr, readyTimeout, err)
 		}
-		if len(in.processes()) == 0 {
+		if len(in.Processes()) == 0 {
 			return fmt.Errorf("the master process exited (port %s taken?): %v", in.Addr, err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
+}
+
+// oneLine joins the non-empty lines of a command's output with "; ".
+func oneLine(out string) string {
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		return "no output"
+	}
+	return strings.Join(lines, "; ")
 }
 
 // greets connects to the instance and reads its greeting, which must carry
@@ -471,9 +602,24 @@ func (in *Instance) greets() error {
 // Command runs `postfix -c <conf> args...` for the instance ("flush",
 // "reload", ...), bounded in time, and returns its combined output.
 func (in *Instance) Command(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	return in.command(context.Background(), args...)
+}
+
+func (in *Instance) command(ctx context.Context, args ...string) (string, error) {
+	return in.Run(ctx, in.postfix, args...)
+}
+
+// Run runs one of Postfix's commands for the instance, such as postsuper
+// or postqueue (a bare name is looked up next to the postfix command),
+// with "-c <conf>" before args, bounded in time, and returns its combined
+// output.
+func (in *Instance) Run(ctx context.Context, name string, args ...string) (string, error) {
+	if !strings.ContainsRune(name, '/') {
+		name = filepath.Join(filepath.Dir(in.postfix), name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, in.postfix, append([]string{"-c", in.conf}, args...)...)
+	cmd := exec.CommandContext(ctx, name, append([]string{"-c", in.conf}, args...)...)
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -519,7 +665,7 @@ func (in *Instance) Maildir() string {
 	return filepath.Join(in.Dir, "mail", "inbox")
 }
 
-// Messages returns the messages delivered so far to local@postfix.test,
+// Messages returns the messages delivered so far to local@<domain>,
 // or, with local empty, to anyone, oldest first (by file name, which
 // starts with the delivery time).
 func (in *Instance) Messages(local string) []Message {
@@ -537,7 +683,7 @@ func (in *Instance) Messages(local string) []Message {
 		}
 		to := deliveredTo(b)
 		l, _, _ := strings.Cut(to, "@")
-		if local != "" && !strings.EqualFold(to, local+"@"+Domain) {
+		if local != "" && !strings.EqualFold(to, local+"@"+in.Domain) {
 			continue
 		}
 		msgs = append(msgs, Message{Local: l, Path: p, Data: b})
@@ -568,7 +714,7 @@ func (in *Instance) WaitMessages(t testing.TB, local string, n int, timeout time
 			return msgs
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("postfixtest: %d of %d messages for %s@%s after %v", len(msgs), n, local, Domain, timeout)
+			t.Fatalf("postfixtest: %d of %d messages for %s@%s after %v", len(msgs), n, local, in.Domain, timeout)
 		}
 		if time.Now().After(nextFlush) {
 			_, _ = in.Command("flush")
@@ -578,40 +724,103 @@ func (in *Instance) WaitMessages(t testing.TB, local string, n int, timeout time
 	}
 }
 
+// Queued returns the number of messages in the instance's queue (the
+// incoming, active, deferred, hold and maildrop queues): zero once every
+// message has been delivered or bounced. It reads the queue directories,
+// so it costs Postfix no work.
+func (in *Instance) Queued() (int, error) {
+	n := 0
+	for _, q := range []string{"maildrop", "incoming", "active", "deferred", "hold"} {
+		err := filepath.WalkDir(filepath.Join(in.Dir, "queue", q), func(_ string, d fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil
+				}
+				return err
+			}
+			if d.Type().IsRegular() {
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("postfixtest: counting the queue: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// MasterPID returns the process ID of the instance's master, from its
+// pid file.
+func (in *Instance) MasterPID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(in.Dir, "queue", "pid", "master.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("postfixtest: the master's pid file: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("postfixtest: the master's pid file holds %q", bytes.TrimSpace(b))
+	}
+	return pid, nil
+}
+
 // Stop stops the instance: `postfix stop`, a wait of up to 10 s for its
 // processes to exit, then `postfix abort` and SIGKILL for what is left. Its
 // processes are found by their MAIL_CONFIG environment variable, which the
 // postfix command sets to the instance's configuration directory for the
-// master and which the master passes on to every daemon. Start registers it
-// with t.Cleanup; calling it again does nothing.
-func (in *Instance) Stop(t testing.TB) {
-	in.once.Do(func() { in.stop(t) })
+// master and which the master passes on to every daemon. Its directory is
+// kept (Log and Messages still work). Start calls it when the test ends;
+// calling it again does nothing and returns the first call's error, which
+// says what went wrong or what had to be killed.
+func (in *Instance) Stop() error {
+	in.once.Do(func() { in.stopErr = in.stop() })
+	return in.stopErr
 }
 
-func (in *Instance) stop(t testing.TB) {
-	if len(in.processes()) == 0 {
-		return
+// Close stops the instance (Stop) and removes its directory.
+func (in *Instance) Close() error {
+	err := in.Stop()
+	if rerr := os.RemoveAll(in.Dir); rerr != nil && err == nil {
+		err = fmt.Errorf("postfixtest: %w", rerr)
 	}
+	return err
+}
+
+func (in *Instance) stop() error {
+	if len(in.Processes()) == 0 {
+		return nil
+	}
+	var problems []string
 	if out, err := in.Command("stop"); err != nil {
-		t.Logf("postfixtest: postfix -c %s stop: %v\n%s", in.conf, err, out)
+		problems = append(problems, fmt.Sprintf("postfix -c %s stop: %v: %s", in.conf, err, oneLine(out)))
 	}
 	deadline := time.Now().Add(stopTimeout)
 	for time.Now().Before(deadline) {
-		if len(in.processes()) == 0 {
-			return
+		if len(in.Processes()) == 0 {
+			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	_, _ = in.Command("abort")
-	time.Sleep(500 * time.Millisecond)
-	for _, pid := range in.processes() {
-		t.Logf("postfixtest: killing leftover Postfix process %d", pid)
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+	if left := in.Processes(); len(left) > 0 {
+		_, _ = in.Command("abort")
+		time.Sleep(500 * time.Millisecond)
+		left = in.Processes()
+		for _, pid := range left {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if len(left) > 0 {
+			problems = append(problems, fmt.Sprintf("killed %d leftover Postfix processes %v", len(left), left))
+		}
 	}
+	if len(problems) > 0 {
+		return errors.New("postfixtest: " + strings.Join(problems, "; "))
+	}
+	return nil
 }
 
-// processes lists the live (not zombie) processes of this instance.
-func (in *Instance) processes() []int {
+// Processes lists the live (not zombie) processes of this instance: its
+// master and every daemon the master started.
+func (in *Instance) Processes() []int {
 	want := []byte("\x00MAIL_CONFIG=" + in.conf + "\x00")
 	ents, err := os.ReadDir("/proc")
 	if err != nil {

@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -139,11 +144,15 @@ func TestStartTLSDelivery(t *testing.T) {
 		t.Errorf("maillog has no TLS session:\n%s", log)
 	}
 
-	pf.Stop(t)
+	if err := pf.Stop(); err != nil {
+		t.Error(err)
+	}
 	if _, err := net.DialTimeout("tcp", pf.Addr, time.Second); err == nil {
 		t.Errorf("%s still accepts connections after Stop", pf.Addr)
 	}
-	pf.Stop(t) // a second Stop does nothing
+	if err := pf.Stop(); err != nil { // a second Stop does nothing
+		t.Error(err)
+	}
 }
 
 // TLSLevel "encrypt": RFC 3207 §4's 530 to MAIL before STARTTLS; no
@@ -269,4 +278,129 @@ func port(t *testing.T, addr string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// Launch, for callers that are not tests: an instance for another domain,
+// in a given directory, with a raised smtpd process limit; Queued,
+// MasterPID and Processes describe it, and Close leaves nothing behind.
+func TestLaunch(t *testing.T) {
+	t.Parallel()
+	parent, err := os.MkdirTemp("", "postfixtest-launch-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(parent) })
+	if err := os.Chmod(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, pool := cert(t)
+	pf, err := postfixtest.Launch(t.Context(), postfixtest.Config{
+		CertFile: certFile, KeyFile: keyFile, Domain: "Bench.Test", Dir: parent, SMTPDProcessLimit: 7,
+	})
+	if errors.Is(err, postfixtest.ErrUnavailable) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			_ = pf.Close()
+		}
+	})
+	if filepath.Dir(pf.Dir) != parent || pf.Domain != "bench.test" || pf.Hostname != "mx.bench.test" {
+		t.Errorf("Dir %s (want in %s), Domain %q, Hostname %q", pf.Dir, parent, pf.Domain, pf.Hostname)
+	}
+	master, err := os.ReadFile(filepath.Join(pf.Dir, "conf", "master.cf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(master), pf.Addr+" inet n - n - 7 smtpd") {
+		t.Errorf("master.cf has no smtpd line with process limit 7:\n%s", master)
+	}
+	pid, err := pf.MasterPID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(pf.Processes(), pid) {
+		t.Errorf("master %d not among the processes %v", pid, pf.Processes())
+	}
+
+	// Hold the message, so that it is seen in the queue, then release it.
+	if out, err := pf.Run(t.Context(), "postconf", "-e", "smtpd_data_restrictions = check_client_access static:HOLD"); err != nil {
+		t.Fatalf("postconf: %v\n%s", err, out)
+	}
+	if out, err := pf.Command("reload"); err != nil {
+		t.Fatalf("postfix reload: %v\n%s", err, out)
+	}
+	reps := send(t, pf.Addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"},
+		"sender@example.org", []string{"grace@bench.test"}, "Subject: launch\r\n\r\nheld\r\n")
+	if got := codes(reps); !slices.Equal(got, []int{250, 250, 354, 250}) {
+		t.Fatalf("replies %v", reps)
+	}
+	if n, err := pf.Queued(); err != nil || n != 1 {
+		t.Errorf("Queued() = %d, %v with one message on hold, want 1", n, err)
+	}
+	if out, err := pf.Run(t.Context(), "postsuper", "-H", "ALL"); err != nil {
+		t.Fatalf("postsuper -H ALL: %v\n%s", err, out)
+	}
+	if out, err := pf.Run(t.Context(), "postqueue", "-f"); err != nil {
+		t.Fatalf("postqueue -f: %v\n%s", err, out)
+	}
+	pf.WaitMessages(t, "grace", 1, deliveryTimeout)
+	deadline := time.Now().Add(deliveryTimeout)
+	for {
+		n, err := pf.Queued()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages still queued after delivery", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	procs := pf.Processes()
+	closed = true
+	if err := pf.Close(); err != nil {
+		t.Error(err)
+	}
+	if _, err := os.Stat(pf.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("directory %s left after Close: %v", pf.Dir, err)
+	}
+	for _, p := range procs {
+		// A zombie is gone but for its parent's wait.
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if i := bytes.LastIndexByte(stat, ')'); err == nil && i > 0 && i+2 < len(stat) && stat[i+2] != 'Z' {
+			t.Errorf("process %d left after Close: %s", p, stat)
+		}
+	}
+}
+
+// A Launch that cannot start says so, and leaves no directory behind.
+func TestLaunchRefused(t *testing.T) {
+	t.Parallel()
+	parent := t.TempDir()
+	_, err := postfixtest.Launch(t.Context(), postfixtest.Config{CertFile: "cert.pem", Dir: parent})
+	if err == nil || !strings.Contains(err.Error(), "CertFile and KeyFile go together") {
+		if errors.Is(err, postfixtest.ErrUnavailable) {
+			t.Skip(err)
+		}
+		t.Errorf("Launch with a certificate and no key: %v", err)
+	}
+	_, err = postfixtest.Launch(t.Context(), postfixtest.Config{CertFile: "/nonexistent/cert.pem", KeyFile: "/nonexistent/key.pem", Dir: parent})
+	if err == nil || strings.Contains(err.Error(), "\n") {
+		t.Errorf("Launch with missing files: %q, want a one-line error", err)
+	}
+	_, err = postfixtest.Launch(t.Context(), postfixtest.Config{Dir: parent}) // t.TempDir is 0700
+	if err == nil || !strings.Contains(err.Error(), "cannot reach") {
+		t.Errorf("Launch in a directory the postfix user cannot reach: %v", err)
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+		t.Errorf("Launch left %v in %s", ents, parent)
+	}
 }
