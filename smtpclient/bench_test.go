@@ -2,32 +2,13 @@ package smtpclient_test
 
 import (
 	"context"
-	"io"
 	"strings"
 	"testing"
 
-	"github.com/petrel-mta/petrel/smtp"
 	"github.com/petrel-mta/petrel/smtpclient"
 	"github.com/petrel-mta/petrel/smtpserver"
 	"github.com/petrel-mta/petrel/smtptest"
 )
-
-type discardBackend struct{}
-
-func (discardBackend) NewSession(context.Context, *smtpserver.Conn) (smtpserver.Session, error) {
-	return discardSession{}, nil
-}
-
-type discardSession struct{}
-
-func (discardSession) Mail(context.Context, smtp.Path, *smtpserver.MailOptions) error { return nil }
-func (discardSession) Rcpt(context.Context, smtp.Path, *smtpserver.RcptOptions) error { return nil }
-func (discardSession) Data(_ context.Context, r io.Reader) error {
-	_, err := io.Copy(io.Discard, r)
-	return err
-}
-func (discardSession) Reset(context.Context) {}
-func (discardSession) Close() error          { return nil }
 
 // BenchmarkSendMailReused is one 1 KiB message per iteration over one
 // STARTTLS session (level encrypt) to a discarding Petrel server on
@@ -38,7 +19,7 @@ func BenchmarkSendMailReused(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := smtptest.NewServer(smtpserver.Options{Hostname: "mx.test", Backend: discardBackend{}, TLSConfig: serverTLS})
+	srv, err := smtptest.NewServer(smtpserver.Options{Hostname: "mx.test", Backend: smtptest.Discard{}, TLSConfig: serverTLS})
 	if err != nil {
 		b.Fatal(err)
 	}

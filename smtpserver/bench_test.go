@@ -2,37 +2,15 @@ package smtpserver_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"testing"
 
-	"github.com/petrel-mta/petrel/smtp"
 	"github.com/petrel-mta/petrel/smtpserver"
 	"github.com/petrel-mta/petrel/smtptest"
 )
-
-// discard is a Backend that reads every message and keeps nothing: the
-// benchmarks measure the protocol engine, not storage.
-type discard struct{}
-
-func (discard) NewSession(context.Context, *smtpserver.Conn) (smtpserver.Session, error) {
-	return discardSession{}, nil
-}
-
-type discardSession struct{}
-
-func (discardSession) Mail(context.Context, smtp.Path, *smtpserver.MailOptions) error { return nil }
-func (discardSession) Rcpt(context.Context, smtp.Path, *smtpserver.RcptOptions) error { return nil }
-func (discardSession) Data(_ context.Context, r io.Reader) error {
-	_, err := io.Copy(io.Discard, r)
-	return err
-}
-func (discardSession) Reset(context.Context) {}
-func (discardSession) Close() error          { return nil }
 
 // benchConn is a lean client: it writes pipelined commands and reads the
 // replies it is owed.
@@ -75,7 +53,7 @@ func benchServer(b *testing.B) (addr string, clientTLS *tls.Config) {
 		b.Fatal(err)
 	}
 	clientTLS.CurvePreferences = []tls.CurveID{tls.X25519}
-	srv, err := smtptest.NewServer(smtpserver.Options{Hostname: "mx.test", Backend: discard{}, TLSConfig: serverTLS})
+	srv, err := smtptest.NewServer(smtpserver.Options{Hostname: "mx.test", Backend: smtptest.Discard{}, TLSConfig: serverTLS})
 	if err != nil {
 		b.Fatal(err)
 	}

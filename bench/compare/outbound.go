@@ -183,6 +183,31 @@ func (s *outSample) finish(st bench.SinkStats, released, end time.Time, timeout 
 	return !st.Reached.IsZero()
 }
 
+// await waits for the batch at the sink and then for srv's queue to empty,
+// and records srv's CPU time since cpu0 per 1000 messages delivered. It
+// reports false when the sink could not be waited for at all.
+func (s *outSample) await(ctx context.Context, sink *sinkProc, srv server, released time.Time, timeout, cpu0 time.Duration,
+	problem func(format string, args ...any)) bool {
+	st, end, err := sink.wait(ctx, timeout)
+	if err != nil {
+		problem("%v", err)
+		return false
+	}
+	if s.finish(st, released, end, timeout) {
+		if err := waitEmpty(ctx, srv, time.Minute); err != nil {
+			problem("%v", err)
+		}
+	} else {
+		problem("%s", s.Problem)
+	}
+	if cpu1, err := srv.CPU(); err == nil && s.Delivered > 0 {
+		s.CPU = (cpu1 - cpu0).Seconds() / float64(s.Delivered) * 1000
+	} else if err != nil {
+		problem("%v", err)
+	}
+	return true
+}
+
 var postfixGroupRE = regexp.MustCompile(`TLS connection established to \S+: (\S+) with cipher (\S+) .*key-exchange (\S+)`)
 
 // outboundPostfix: a second Postfix instance relays everything to the sink
@@ -241,22 +266,8 @@ func outboundPostfix(ctx context.Context, r *runCtx, n int, timeout time.Duratio
 			return s
 		}
 	}
-	st, end, err := sink.wait(ctx, timeout)
-	if err != nil {
-		problem("%v", err)
+	if !s.await(ctx, sink, srv, released, timeout, cpu0, problem) {
 		return s
-	}
-	if s.finish(st, released, end, timeout) {
-		if err := waitEmpty(ctx, srv, time.Minute); err != nil {
-			problem("%v", err)
-		}
-	} else {
-		problems = append(problems, s.Problem)
-	}
-	if cpu1, err := srv.CPU(); err == nil && s.Delivered > 0 {
-		s.CPU = (cpu1 - cpu0).Seconds() / float64(s.Delivered) * 1000
-	} else if err != nil {
-		problem("%v", err)
 	}
 	if m := postfixGroupRE.FindStringSubmatch(in.Log()); m != nil {
 		s.Group = m[1] + " " + m[2] + " " + m[3]
@@ -314,22 +325,8 @@ func outboundPetrel(ctx context.Context, r *runCtx, n, round int, timeout time.D
 			problem("%v", err)
 		}
 	}()
-	st, end, err := sink.wait(ctx, timeout)
-	if err != nil {
-		problem("%v", err)
+	if !s.await(ctx, sink, p, released, timeout, 0, problem) {
 		return s
-	}
-	if s.finish(st, released, end, timeout) {
-		if err := waitEmpty(ctx, p, time.Minute); err != nil {
-			problem("%v", err)
-		}
-	} else {
-		problems = append(problems, s.Problem)
-	}
-	if cpu, err := p.CPU(); err == nil && s.Delivered > 0 {
-		s.CPU = cpu.Seconds() / float64(s.Delivered) * 1000
-	} else if err != nil {
-		problem("%v", err)
 	}
 	if b, err := os.ReadFile(p.log); err == nil {
 		if m := petrelGroupRE.FindSubmatch(b); m != nil {

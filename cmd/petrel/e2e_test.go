@@ -216,23 +216,7 @@ func TestServeLMTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Mail("sender@lmtp.test"); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range []string{"alice@lmtp.test", "ghost@lmtp.test"} {
-		if err := c.Rcpt(r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	w, err := c.Data()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.WriteString(w, "Subject: by lmtp\r\n\r\nhello dovecot\r\n")
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.Quit()
+	transact(t, c, "sender@lmtp.test", []string{"alice@lmtp.test", "ghost@lmtp.test"}, "Subject: by lmtp\r\n\r\nhello dovecot\r\n")
 	msg := dc.WaitMessages(t, "alice", 1, 30*time.Second)[0]
 	if !strings.Contains(string(msg), "Subject: by lmtp\n\nhello dovecot\n") || !strings.Contains(string(msg), "by mx.lmtp.test (Petrel)") {
 		t.Errorf("alice's copy:\n%s", msg)

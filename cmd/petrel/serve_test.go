@@ -388,21 +388,7 @@ func TestServeAuth(t *testing.T) {
 	if err := c.Auth(smtp.PlainAuth("", "alice@example.test", "correct horse battery", "127.0.0.1")); err != nil {
 		t.Fatalf("AUTH: %v; stderr:\n%s", err, stderr)
 	}
-	if err := c.Mail("alice@example.test"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Rcpt("postmaster@example.test"); err != nil {
-		t.Fatal(err)
-	}
-	w, err := c.Data()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.WriteString(w, "Subject: authenticated\r\n\r\nhi\r\n")
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.Quit()
+	transact(t, c, "alice@example.test", []string{"postmaster@example.test"}, "Subject: authenticated\r\n\r\nhi\r\n")
 	files := waitMaildir(t, filepath.Join(dir, "maildir", "postmaster", "new"))
 	if len(files) != 1 {
 		t.Fatalf("maildir: %v", files)
@@ -493,21 +479,7 @@ func TestServeHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Mail("a@example.org"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Rcpt("postmaster@example.test"); err != nil {
-		t.Fatal(err)
-	}
-	w, err := c.Data()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.WriteString(w, "Subject: held\r\n\r\nx\r\n")
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.Quit()
+	transact(t, c, "a@example.org", []string{"postmaster@example.test"}, "Subject: held\r\n\r\nx\r\n")
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"queue", "list", "--data", dir}, &out, &errb); code != 0 ||
 		!strings.Contains(out.String(), "postmaster@example.test") {
@@ -526,4 +498,29 @@ func TestServeHold(t *testing.T) {
 	if files := waitMaildir(t, filepath.Join(dir, "maildir", "postmaster", "new")); len(files) != 1 {
 		t.Fatalf("after the restart: %v", files)
 	}
+}
+
+// transact sends one message on c (MAIL, RCPT for each of to, DATA) and
+// quits, failing t on any refusal.
+func transact(t *testing.T, c *smtp.Client, from string, to []string, msg string) {
+	t.Helper()
+	if err := c.Mail(from); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range to {
+		if err := c.Rcpt(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(w, msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Quit()
 }

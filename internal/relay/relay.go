@@ -294,6 +294,7 @@ type session struct {
 	from       smtp.Path
 	opts       smtpserver.MailOptions
 	rcpts      []queue.Recipient
+	seen       map[string]bool // rcpts' addresses, lower-cased
 }
 
 func (s *session) Mail(_ context.Context, from smtp.Path, opts *smtpserver.MailOptions) error {
@@ -304,7 +305,7 @@ func (s *session) Mail(_ context.Context, from smtp.Path, opts *smtpserver.MailO
 	}
 	s.from = from
 	s.opts = *opts
-	s.rcpts = s.rcpts[:0]
+	s.clearRcpts()
 	return nil
 }
 
@@ -339,12 +340,20 @@ func (s *session) Rcpt(_ context.Context, to smtp.Path, _ *smtpserver.RcptOption
 // add adds r to the transaction unless it is there already (two aliases
 // naming one mailbox deliver once).
 func (s *session) add(r queue.Recipient) {
-	for _, have := range s.rcpts {
-		if strings.EqualFold(have.Addr, r.Addr) {
-			return
-		}
+	key := strings.ToLower(r.Addr)
+	if s.seen[key] {
+		return
 	}
+	if s.seen == nil {
+		s.seen = make(map[string]bool)
+	}
+	s.seen[key] = true
 	s.rcpts = append(s.rcpts, r)
+}
+
+func (s *session) clearRcpts() {
+	s.rcpts = s.rcpts[:0]
+	clear(s.seen)
 }
 
 func (s *session) Data(ctx context.Context, r io.Reader) error {
@@ -380,7 +389,7 @@ func rcptList(ps []smtp.Path) string {
 	return b.String()
 }
 
-func (s *session) Reset(context.Context) { s.rcpts = s.rcpts[:0] }
+func (s *session) Reset(context.Context) { s.clearRcpts() }
 
 // attrs records how the message was received, for delivery.
 func (s *session) attrs() map[string]string {
