@@ -354,6 +354,10 @@ func (b *lazyBody) get() ([]byte, error) {
 			return
 		}
 		defer rc.Close()
+		if mem, ok := rc.(interface{ Bytes() []byte }); ok {
+			b.data = mem.Bytes() // the queue's copy in memory; never changed
+			return
+		}
 		b.data, b.err = io.ReadAll(rc)
 	})
 	return b.data, b.err

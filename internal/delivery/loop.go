@@ -21,8 +21,10 @@ type Loop struct {
 	Deliverer *Deliverer
 	// ReportingMTA is this host's name in DSNs. Required.
 	ReportingMTA string
-	// Workers is how many messages are delivered at once (default 8);
-	// the Deliverer's limits still apply.
+	// Workers is how many messages are delivered at once (default 32);
+	// the Deliverer's limits still apply. A worker mostly waits (on an
+	// fsync, a remote server), so many cost little, and concurrent
+	// deliveries share their fsyncs.
 	Workers int
 	// Poll is how often the queue is asked when it does not notify
 	// (default 5 s).
@@ -39,7 +41,7 @@ type Loop struct {
 func (l *Loop) Run(ctx context.Context) error {
 	workers := l.Workers
 	if workers <= 0 {
-		workers = 8
+		workers = 32
 	}
 	poll := l.Poll
 	if poll <= 0 {

@@ -2,14 +2,17 @@
 // (https://cr.yp.to/proto/maildir.html), one per local mailbox, under a root
 // directory.
 //
-// A message is written once to a spool file, fsynced, hard-linked into the
-// new/ directory of each recipient mailbox, and each new/ directory is
-// fsynced before [Store.Deliver] returns: once it returns nil, a crash loses
-// nothing (the durability rule of the design: 250 only after fsync). A crash
-// during delivery may leave a spool file, which [Store.Cleanup] removes, and
-// may have delivered to some mailboxes of the message but not to others; the
-// sender has not been told of success, so it retries, and those mailboxes
-// get the message twice, never zero times.
+// A message is written once to a spool file and made durable (on Linux by
+// a syncfs(2) shared by the deliveries writing at that moment, elsewhere by
+// an fsync of the file); it is then hard-linked into the new/ directory of
+// each recipient mailbox but the last and renamed into the last one's, and
+// each new/ directory is fsynced (one fsync shared by the deliveries into
+// it at that moment) before [Store.Deliver] returns: once it returns nil, a
+// crash loses nothing (the durability rule of the design: 250 only after
+// fsync). A crash during delivery may leave a spool file, which
+// [Store.Cleanup] removes, and may have delivered to some mailboxes of the
+// message but not to others; the sender has not been told of success, so it
+// retries, and those mailboxes get the message twice, never zero times.
 //
 // Mailbox names come from the network (the local part of a recipient
 // address), so they are mapped to directory names that cannot leave the
@@ -51,8 +54,10 @@ type Store struct {
 	host    string // sanitized host name for unique file names
 	pid     int
 	counter atomic.Uint64
-	mkMu    sync.Mutex // serialises the creation of mailboxes
-	durable sync.Map   // mailbox directories known to be durable
+	mkMu    sync.Mutex     // serialises the creation of mailboxes
+	durable sync.Map       // mailbox directory known to be durable → *safeio.GroupSync of its new/
+	bufs    sync.Pool      // *[]byte, 32 KiB copy buffers
+	fsync   *safeio.FSSync // syncfs of the root's file system; nil: fsync each file
 }
 
 // New returns a Store rooted at root, creating root and its spool directory
@@ -70,12 +75,19 @@ func New(root string) (*Store, error) {
 	if err != nil || host == "" {
 		host = "localhost"
 	}
-	return &Store{
+	s := &Store{
 		root:  abs,
 		spool: spool,
 		host:  sanitizeHost(host),
 		pid:   os.Getpid(),
-	}, nil
+	}
+	s.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	if fs, err := safeio.OpenFSSync(abs); err == nil {
+		s.fsync = fs
+	} else if !errors.Is(err, errors.ErrUnsupported) {
+		return nil, fmt.Errorf("maildir: %w", err)
+	}
+	return s, nil
 }
 
 // sanitizeHost makes a host name safe in a Maildir unique name: the
@@ -176,8 +188,15 @@ func (s *Store) Deliver(ctx context.Context, mailboxes []string, msg io.Reader) 
 	if err != nil {
 		return "", 0, err
 	}
-	// The spool file is only a staging copy: it goes whatever happens.
-	defer os.Remove(spoolFile)
+	// The spool file is only a staging copy: it is linked into each
+	// mailbox but the last, and renamed into that one (a rename is one
+	// system call where a link and an unlink are two).
+	renamed := false
+	defer func() {
+		if !renamed {
+			os.Remove(spoolFile)
+		}
+	}()
 
 	id = base + ",S=" + strconv.FormatInt(size, 10)
 	var linked []string
@@ -188,21 +207,33 @@ func (s *Store) Deliver(ctx context.Context, mailboxes []string, msg io.Reader) 
 			}
 		}
 	}()
-	for _, d := range dirs {
+	syncs := make([]*safeio.GroupSync, 0, len(dirs))
+	for i, d := range dirs {
 		if err := ctx.Err(); err != nil {
 			return "", 0, fmt.Errorf("maildir: %w", err)
 		}
-		if err := s.ensureMailbox(d); err != nil {
+		gs, err := s.ensureMailbox(d)
+		if err != nil {
 			return "", 0, err
 		}
+		syncs = append(syncs, gs)
 		dst := filepath.Join(d, "new", id)
-		if err := os.Link(spoolFile, dst); err != nil {
+		if i == len(dirs)-1 {
+			// Rename does not refuse an existing name: the unique
+			// name makes one impossible.
+			err = os.Rename(spoolFile, dst)
+			renamed = err == nil
+		} else {
+			err = os.Link(spoolFile, dst)
+		}
+		if err != nil {
 			return "", 0, fmt.Errorf("maildir: %w", err)
 		}
 		linked = append(linked, dst)
 	}
-	for _, d := range dirs {
-		if err := safeio.SyncDir(filepath.Join(d, "new")); err != nil {
+	// Concurrent deliveries into a mailbox share its fsyncs of new/.
+	for _, gs := range syncs {
+		if err := gs.Sync(); err != nil {
 			return "", 0, fmt.Errorf("maildir: %w", err)
 		}
 	}
@@ -212,14 +243,15 @@ func (s *Store) Deliver(ctx context.Context, mailboxes []string, msg io.Reader) 
 // writeSpool copies msg into a new file in the spool directory and fsyncs
 // it. It returns the file's path, its base name (a Maildir unique name
 // without the size) and the number of bytes written. On error it leaves no
-// file.
+// file. A msg that is an io.WriterTo (a *bytes.Reader: the queue's body in
+// memory) writes itself, without a copy.
 func (s *Store) writeSpool(ctx context.Context, msg io.Reader) (spoolFile, base string, n int64, err error) {
-	var f *os.File
+	var f *safeio.RawFile
 	var name, tmp string
 	for range 10 { // a name can only be taken by another Store in this process
 		name = s.uniqueName(time.Now())
 		tmp = filepath.Join(s.spool, name)
-		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err = safeio.CreateNew(tmp, 0o600)
 		if !errors.Is(err, fs.ErrExist) {
 			break
 		}
@@ -234,31 +266,52 @@ func (s *Store) writeSpool(ctx context.Context, msg io.Reader) (spoolFile, base 
 		}
 	}()
 
-	buf := make([]byte, 32<<10)
-	for {
-		if err := ctx.Err(); err != nil {
-			return "", "", 0, fmt.Errorf("maildir: %w", err)
+	if err := ctx.Err(); err != nil {
+		return "", "", 0, fmt.Errorf("maildir: %w", err)
+	}
+	if wt, ok := msg.(io.WriterTo); ok {
+		n, err = wt.WriteTo(f)
+		if err != nil {
+			return "", "", 0, fmt.Errorf("maildir: writing spool file: %w", err)
 		}
-		nr, rerr := msg.Read(buf)
-		if nr > 0 {
-			nw, werr := f.Write(buf[:nr])
-			n += int64(nw)
-			if werr != nil {
-				return "", "", 0, fmt.Errorf("maildir: writing spool file: %w", werr)
+	} else {
+		bp := s.bufs.Get().(*[]byte)
+		defer s.bufs.Put(bp)
+		buf := *bp
+		for {
+			if err := ctx.Err(); err != nil {
+				return "", "", 0, fmt.Errorf("maildir: %w", err)
+			}
+			nr, rerr := msg.Read(buf)
+			if nr > 0 {
+				nw, werr := f.Write(buf[:nr])
+				n += int64(nw)
+				if werr != nil {
+					return "", "", 0, fmt.Errorf("maildir: writing spool file: %w", werr)
+				}
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return "", "", 0, fmt.Errorf("maildir: reading message: %w", rerr)
 			}
 		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return "", "", 0, fmt.Errorf("maildir: reading message: %w", rerr)
-		}
 	}
-	if err := f.Sync(); err != nil {
-		return "", "", 0, fmt.Errorf("maildir: writing spool file: %w", err)
+	if s.fsync == nil {
+		if err := f.Sync(); err != nil {
+			return "", "", 0, fmt.Errorf("maildir: writing spool file: %w", err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return "", "", 0, fmt.Errorf("maildir: writing spool file: %w", err)
+	}
+	if s.fsync != nil {
+		// One syncfs for all the deliveries writing at this moment.
+		if err := s.fsync.Sync(); err != nil {
+			os.Remove(tmp)
+			return "", "", 0, fmt.Errorf("maildir: writing spool file: %w", err)
+		}
 	}
 	return tmp, name, n, nil
 }
@@ -271,35 +324,37 @@ func (s *Store) uniqueName(now time.Time) string {
 }
 
 // ensureMailbox creates dir and its tmp, new and cur subdirectories if they
-// are missing, and makes the new entries durable.
-func (s *Store) ensureMailbox(dir string) error {
-	if _, ok := s.durable.Load(dir); ok {
-		return nil
+// are missing, and makes the new entries durable. It returns the group
+// fsync of dir/new.
+func (s *Store) ensureMailbox(dir string) (*safeio.GroupSync, error) {
+	if gs, ok := s.durable.Load(dir); ok {
+		return gs.(*safeio.GroupSync), nil
 	}
 	// Slow path, once per mailbox and process: create what is missing
 	// and fsync the mailbox and the root before any delivery into it is
 	// acknowledged, even when another delivery created the directories.
 	s.mkMu.Lock()
 	defer s.mkMu.Unlock()
-	if _, ok := s.durable.Load(dir); ok {
-		return nil
+	if gs, ok := s.durable.Load(dir); ok {
+		return gs.(*safeio.GroupSync), nil
 	}
 	if _, err := mkdir(dir); err != nil {
-		return err
+		return nil, err
 	}
 	for _, sub := range []string{"tmp", "new", "cur"} {
 		if _, err := mkdir(filepath.Join(dir, sub)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := safeio.SyncDir(dir); err != nil {
-		return fmt.Errorf("maildir: %w", err)
+		return nil, fmt.Errorf("maildir: %w", err)
 	}
 	if err := safeio.SyncDir(s.root); err != nil {
-		return fmt.Errorf("maildir: %w", err)
+		return nil, fmt.Errorf("maildir: %w", err)
 	}
-	s.durable.Store(dir, true)
-	return nil
+	gs := safeio.NewGroupSync(filepath.Join(dir, "new"), nil)
+	s.durable.Store(dir, gs)
+	return gs, nil
 }
 
 // mkdir creates dir with mode 0700 and reports whether it did; an existing

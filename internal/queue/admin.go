@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,8 +22,19 @@ func (s *Spool) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 	if !ValidID(id) {
 		return nil, ErrNotFound
 	}
+	if res := s.residentOf(id); res != nil {
+		if _, ok := res.snapshot(); ok {
+			return memBody{bytes.NewReader(res.body), res.body}, nil
+		}
+	}
 	f, err := os.Open(s.bodyPath(id))
 	if errors.Is(err, fs.ErrNotExist) {
+		if !s.owner {
+			// Resident in the owner's memory: the journal has it.
+			if jm, ok := s.journalMessage(id); ok {
+				return memBody{bytes.NewReader(jm.body), jm.body}, nil
+			}
+		}
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	if err != nil {
@@ -39,20 +51,46 @@ func (s *Spool) Get(ctx context.Context, id string) (Message, error) {
 	if !ValidID(id) {
 		return Message{}, ErrNotFound
 	}
-	return s.readState(id)
+	if !s.owner {
+		// The journal first (see journalView): a message resident in
+		// the owner's memory is there, and the files decide if both
+		// have it.
+		jm, inJournal := s.journalMessage(id)
+		m, err := s.readState(id)
+		if errors.Is(err, ErrNotFound) && inJournal {
+			return jm.m, nil
+		}
+		return m, err
+	}
+	return s.current(id)
 }
 
 // List implements Queue. A state file that cannot be read is logged and
-// skipped (Open sets it aside).
+// skipped (Open sets it aside). The messages resident in the owner's memory
+// are listed too: an attached process reads them from the journal.
 func (s *Spool) List(ctx context.Context) ([]Message, error) {
 	if err := s.check(false); err != nil {
 		return nil, err
 	}
+	// Residents first: one materialized meanwhile is then in msg/ too,
+	// and its files decide.
+	var res []Message
+	if s.owner {
+		res = s.residents()
+	} else {
+		v, err := s.journalView()
+		if err != nil {
+			return nil, err
+		}
+		for _, jm := range v {
+			res = append(res, jm.m)
+		}
+	}
+	var out []Message
 	ents, err := os.ReadDir(s.msgDir)
 	if err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
-	var out []Message
 	for _, ent := range ents {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -70,6 +108,15 @@ func (s *Spool) List(ctx context.Context) ([]Message, error) {
 			continue
 		}
 		out = append(out, m)
+	}
+	seen := make(map[string]bool, len(out))
+	for _, m := range out {
+		seen[m.ID] = true
+	}
+	for _, m := range res {
+		if !seen[m.ID] {
+			out = append(out, m)
+		}
 	}
 	slices.SortFunc(out, func(a, b Message) int {
 		if c := a.Received.Compare(b.Received); c != 0 {
@@ -103,7 +150,9 @@ func (s *Spool) Flush(ctx context.Context, id string) error {
 			return s.mark("flush.all")
 		}
 		if _, err := os.Stat(s.statePath(id)); errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w: %s", ErrNotFound, id)
+			if _, ok := s.journalMessage(id); !ok {
+				return fmt.Errorf("%w: %s", ErrNotFound, id)
+			}
 		}
 		return s.mark("flush." + id)
 	}
@@ -279,6 +328,10 @@ func (s *Spool) processMarkers() {
 // reload re-reads the state of message id into the index. A message that
 // is gone (deleted by an attached process) is tombstoned.
 func (s *Spool) reload(id string) {
+	if s.residentOf(id) != nil {
+		// Not from an attached process: it cannot see resident messages.
+		return
+	}
 	m, err := s.readState(id)
 	if errors.Is(err, ErrNotFound) {
 		s.tombstone(id)

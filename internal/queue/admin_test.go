@@ -122,6 +122,20 @@ func TestAttach(t *testing.T) {
 		s.Update(ctx, l, []Result{{Addr: l.Due[0].Addr, State: Deferred, Reply: "451 later"}})
 		s.Complete(ctx, l)
 	}
+	// Resident in the owner's memory: the attached process reads them,
+	// and their state changes, from the journal.
+	if list, err := a.List(ctx); err != nil || len(list) != 3 {
+		t.Fatalf("attached List of resident messages = %d messages, %v", len(list), err)
+	}
+	if m := get(t, a, id2); rcpt(m, "b@y").State != Deferred || rcpt(m, "b@y").LastReply != "451 later" {
+		t.Errorf("attached Get of a resident message: %+v", m)
+	}
+	if b := bodyOf(t, a, id3); b != "three" {
+		t.Errorf("attached Body of a resident message: %q", b)
+	}
+	if err := s.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
 	list, err := a.List(ctx)
 	if err != nil || len(list) != 3 {
 		t.Fatalf("attached List = %d messages, %v", len(list), err)

@@ -55,15 +55,39 @@ func (s *Spool) checkpoint() error {
 	for _, seg := range segs {
 		seg.pending.Wait()
 	}
-	err := s.syncMsgFiles(s.jnl.segmentIDs(segs))
+	ids := s.jnl.segmentIDs(segs)
+	if err := s.materialize(ids); err != nil {
+		// Nothing was synced: try again at the next checkpoint.
+		return fmt.Errorf("queue: checkpoint: %w", err)
+	}
+	err := s.syncMsgFiles(ids)
 	if err == nil {
-		err = s.gsync.sync()
+		err = s.syncMsgDir()
 	}
 	if err != nil {
 		s.ckptErr = fmt.Errorf("queue: checkpoint: %w; the journal is kept until the spool is opened again", err)
 		return s.ckptErr
 	}
 	return s.jnl.remove(segs)
+}
+
+// syncMsgFiles makes the files of messages ids in msg/ durable. Where
+// there is syncfs(2) (Linux) it is one syncfs of the spool's file system,
+// which on ext4 writes a second's worth of messages about ten times faster
+// than fsyncing each file from 64 goroutines (BenchmarkCheckpointSync: ~25
+// µs against ~210 µs a message); it also writes back other dirty data of
+// that file system, so a spool on a file system of its own checkpoints
+// fastest. Its descriptor is opened once, in Open, so that it reports a
+// writeback error of the files even if the writeback ran before the call
+// (see safeio.FSSync). Elsewhere each file is fsynced.
+func (s *Spool) syncMsgFiles(ids []string) error {
+	if s.fssync != nil {
+		if err := s.fssync.Sync(); err != nil {
+			return fmt.Errorf("queue: %w", err)
+		}
+		return nil
+	}
+	return s.syncEach(ids)
 }
 
 // syncEach fsyncs the body and state files of messages ids, from several

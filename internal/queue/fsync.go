@@ -3,66 +3,15 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"github.com/petrel-mta/petrel/internal/safeio"
 	"io/fs"
 	"os"
-	"sync"
-
-	"github.com/petrel-mta/petrel/internal/safeio"
 )
 
-// groupSync fsyncs one directory on behalf of many goroutines: each caller
-// of sync waits for an fsync that started after it called (so that it covers
-// the caller's renames and links), and all callers that arrive while an
-// fsync runs share the next one (group commit).
-type groupSync struct {
-	dir    string
-	syncFn func(dir string) error // syncDir; replaced in tests
-
-	mu      sync.Mutex
-	cond    sync.Cond
-	running bool
-	started uint64 // sequence number of the last fsync started
-	done    uint64 // sequence number of the last fsync finished
-	failSeq uint64 // sequence number of the last fsync that failed
-	failErr error
-	count   uint64 // fsyncs done, for tests
-}
-
-func newGroupSync(dir string) *groupSync {
-	g := &groupSync{dir: dir, syncFn: safeio.SyncDir}
-	g.cond.L = &g.mu
-	return g
-}
-
-// sync returns when an fsync of the directory that started after the call
-// has finished. It fails if that fsync or a later one failed: after a failed
-// fsync the kernel may have dropped what it could not write, so nothing
-// since is trusted until a later fsync succeeds.
-func (g *groupSync) sync() error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	want := g.started + 1
-	for g.done < want {
-		if g.running {
-			g.cond.Wait()
-			continue
-		}
-		g.running = true
-		g.started++
-		seq := g.started
-		g.mu.Unlock()
-		err := g.syncFn(g.dir)
-		g.mu.Lock()
-		g.running = false
-		g.done = seq
-		g.count++
-		if err != nil {
-			g.failSeq, g.failErr = seq, err
-		}
-		g.cond.Broadcast()
-	}
-	if g.failSeq >= want {
-		return fmt.Errorf("queue: %w", g.failErr)
+// syncMsgDir fsyncs msg/, shared with concurrent callers (group commit).
+func (s *Spool) syncMsgDir() error {
+	if err := s.gsync.Sync(); err != nil {
+		return fmt.Errorf("queue: %w", err)
 	}
 	return nil
 }
@@ -102,4 +51,19 @@ func mkdirSync(dir string) (bool, error) {
 		}
 	}
 	return false, err
+}
+
+// writeFileNoSync creates the new file path (it must not exist) and writes
+// data, without fsync, through the system calls directly (safeio.RawFile).
+// On error it removes the file.
+func writeFileNoSync(path string, data []byte) error {
+	f, err := safeio.CreateNew(path, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err = errors.Join(err, f.Close()); err != nil {
+		os.Remove(path)
+	}
+	return err
 }

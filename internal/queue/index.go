@@ -6,9 +6,11 @@ import (
 )
 
 // entry is the in-memory index record of one queued message: when it is
-// next due and who leases it. The message itself stays on disk.
+// next due and who leases it. The message itself is on disk, or, while it
+// is resident, in res.
 type entry struct {
 	id    string
+	res   *resident // the message while it has no files, else nil
 	due   time.Time // when the message next has work
 	has   bool      // whether it has work at all
 	flush bool      // Flush was called: all Pending/Deferred recipients due

@@ -27,8 +27,9 @@ import (
 //	8   uint32 LE  CRC-32C of bytes 0-7, seeded with SALT
 //	12  payload:   kind byte, 16-byte message ID, then for kind 'P' (a Put)
 //	               uint32 LE body length, the body, the state file as Put
-//	               writes it; kind 'T' (a tombstone: the message was
-//	               removed) has nothing more
+//	               writes it; for kind 'S' (a state change of a message
+//	               still resident, see Spool) the new state file; kind 'T'
+//	               (a tombstone: the message was removed) has nothing more
 //
 // The header checksum lets a reader that meets a damaged record find the
 // next whole one by trying each offset (resync) without reading a bogus
@@ -41,6 +42,7 @@ const (
 	recIDOff     = recHeaderLen + 1
 	recBodyOff   = recIDOff + 16 + 4 // where a Put record's body starts
 	recPut       = 'P'
+	recState     = 'S'
 	recTombstone = 'T'
 	recRotate    = 0 // not a record: a request to end the segment
 
@@ -77,7 +79,7 @@ type record struct {
 	kind  byte
 	id    string
 	body  []byte // recPut only
-	state []byte // recPut only
+	state []byte // recPut and recState
 }
 
 // sealRecord fills in the length and checksums of rec, whose payload starts
@@ -115,6 +117,17 @@ func appendTombstone(buf []byte, salt uint32, id string) []byte {
 	buf = append(buf, make([]byte, recHeaderLen)...)
 	buf = append(buf, recTombstone)
 	buf = append(buf, id...)
+	sealRecord(salt, buf[start:])
+	return buf
+}
+
+// appendStateRecord appends a state record for id to buf.
+func appendStateRecord(buf []byte, salt uint32, id string, state []byte) []byte {
+	start := len(buf)
+	buf = append(buf, make([]byte, recHeaderLen)...)
+	buf = append(buf, recState)
+	buf = append(buf, id...)
+	buf = append(buf, state...)
 	sealRecord(salt, buf[start:])
 	return buf
 }
@@ -159,6 +172,11 @@ func decodeRecord(salt uint32, b []byte) (record, int, error) {
 			return record{}, 0, errBadRecord
 		}
 		r.body, r.state = rest[:bl], rest[bl:]
+	case recState:
+		if n == 1+16 { // the state file is never empty
+			return record{}, 0, errBadRecord
+		}
+		r.state = payload[17:]
 	default:
 		return record{}, 0, errBadRecord
 	}
@@ -308,6 +326,17 @@ func (j *journal) tombstoneSync(id string) (journaled bool, err error) {
 	default:
 	}
 	return true, (<-done).err
+}
+
+// stateSync appends a state record for message id, resident and so with
+// its Put record in a segment, and waits until it is durable (in a batch,
+// like a Put).
+func (j *journal) stateSync(id string, state []byte) error {
+	done := make(chan jresult, 1)
+	if err := j.submit(&jreq{kind: recState, id: id, rec: appendStateRecord(nil, j.salt, id, state), done: done}); err != nil {
+		return err
+	}
+	return (<-done).err
 }
 
 // isLive reports whether a Put record of message id may be in a segment.

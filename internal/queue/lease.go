@@ -50,8 +50,9 @@ func (s *Spool) Lease(ctx context.Context, max int) ([]*Lease, error) {
 
 	out := make([]*Lease, 0, len(picks))
 	for _, p := range picks {
-		// The index is a hint; the state file decides.
-		m, err := s.readState(p.e.id)
+		// The index is a hint; the state file (or the resident
+		// message) decides.
+		m, err := s.current(p.e.id)
 		s.mu.Lock()
 		if s.idx[p.e.id] != p.e || p.e.lease != p.l {
 			s.mu.Unlock() // removed meanwhile

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"time"
 )
 
 // action is what mutate does with the state after its function ran.
@@ -17,12 +18,23 @@ const (
 	remove                // remove the message
 )
 
+// awaitFilesMax is how long an attached process waits for the owner to
+// give a resident message its files before it can change it.
+const awaitFilesMax = 15 * time.Second
+
 // mutate changes message id under its lock: it re-reads the state file,
 // calls fn, and writes or removes what fn says, durably. It returns the
 // state after fn.
 func (s *Spool) mutate(ctx context.Context, id string, fn func(m *Message) (action, error)) (Message, action, error) {
 	if !ValidID(id) {
 		return Message{}, keep, ErrNotFound
+	}
+	if res := s.residentOf(id); res != nil {
+		m, act, ok, err := s.mutateResident(res, fn)
+		if ok {
+			return m, act, err
+		}
+		// Materialized meanwhile: the files decide.
 	}
 	if !s.owner {
 		gl, err := os.OpenFile(s.lockPath(), os.O_RDWR, 0)
@@ -35,6 +47,14 @@ func (s *Spool) mutate(ctx context.Context, id string, fn func(m *Message) (acti
 		}
 	}
 	bf, err := os.Open(s.bodyPath(id))
+	if errors.Is(err, fs.ErrNotExist) && !s.owner {
+		// Resident in the owner's memory: wait for a checkpoint to
+		// give it its files.
+		if err := s.awaitFiles(ctx, id, s.awaitMax); err != nil {
+			return Message{}, keep, err
+		}
+		bf, err = os.Open(s.bodyPath(id))
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return Message{}, keep, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
@@ -63,6 +83,17 @@ func (s *Spool) mutate(ctx context.Context, id string, fn func(m *Message) (acti
 		return Message{}, keep, err
 	}
 	return m, act, nil
+}
+
+// current returns the state of message id: that of the resident message,
+// or else its state file.
+func (s *Spool) current(id string) (Message, error) {
+	if res := s.residentOf(id); res != nil {
+		if m, ok := res.snapshot(); ok {
+			return m, nil
+		}
+	}
+	return s.readState(id)
 }
 
 // readState reads and decodes the state file of message id.
@@ -98,7 +129,7 @@ func (s *Spool) writeState(m *Message) error {
 		os.Remove(tmp)
 		return fmt.Errorf("queue: %w", err)
 	}
-	return s.gsync.sync()
+	return s.syncMsgDir()
 }
 
 // removeFiles removes message id durably: the state file first (the
@@ -117,7 +148,7 @@ func (s *Spool) removeFiles(id string) error {
 			return err
 		}
 	}
-	return s.gsync.sync()
+	return s.syncMsgDir()
 }
 
 // tombstone tells the owner's journal that message id was removed (see

@@ -39,7 +39,7 @@ func (s *Spool) Put(ctx context.Context, env Envelope, body io.Reader) (string, 
 	if id == "" {
 		id = NewID(now)
 	}
-	if err := s.reserve(id); err != nil {
+	if err := s.reserve(id, env.ID == ""); err != nil {
 		return "", err
 	}
 	reserved := true
@@ -62,12 +62,14 @@ func (s *Spool) Put(ctx context.Context, env Envelope, body io.Reader) (string, 
 		return "", err
 	}
 	m := Message{ID: id, From: env.From, Rcpts: rcpts, Received: now, Attrs: maps.Clone(env.Attrs)}
+	var res *resident
+	var seg *segment
 	if bodyLen := len(rec) - recBodyOff; bodyLen > s.inlineMax {
 		err = s.putFile(ctx, &m, rec[recBodyOff:], body)
 	} else {
 		m.Size = int64(bodyLen)
 		var handedOff bool
-		rec, handedOff, err = s.putJournal(ctx, &m, rec)
+		rec, res, seg, handedOff, err = s.putJournal(ctx, &m, rec)
 		if handedOff {
 			reserved, pooled = false, false // the waiting goroutine's now
 		}
@@ -80,57 +82,62 @@ func (s *Spool) Put(ctx context.Context, env Envelope, body io.Reader) (string, 
 	delete(s.putting, id)
 	reserved = false
 	s.note(id, &m, keep)
+	e := s.idx[id]
+	if e != nil && res != nil {
+		e.res = res
+	}
 	s.mu.Unlock()
+	if e == nil && res != nil {
+		// Not in the index (it cannot happen: a new message has work),
+		// so no checkpoint would find it: give it its files now.
+		err = s.materializeOne(id, res)
+	}
+	if seg != nil {
+		// The checkpoint of seg may materialize the message now.
+		seg.pending.Done()
+	}
+	if err != nil {
+		return "", err
+	}
 	s.signal()
 	return id, nil
 }
 
 // putJournal stores message m, whose record buffer rec holds the body after
-// recBodyOff, through the journal. It submits the record, and while the
-// committer writes and fdatasyncs it, writes msg/ID.body and the state file
-// under tmp/ (no fsync). Once the record is durable it renames the state
-// file into msg/: the message exists. A crash before that leaves a body
-// without state file, which Open drops unless the replay of a durable
-// record completes it. It returns rec (grown by the state file).
+// recBodyOff, through the journal: it submits the record and waits until
+// the committer has written and fdatasynced it. The message is then
+// durable, and resident (res): its state and a copy of its body stay in
+// memory, and it has no files until a checkpoint writes them. The caller
+// puts res in the index, then calls seg.pending.Done (the checkpoint of seg
+// waits for that). It returns rec (grown by the state file).
 //
 // If ctx ends before the record is durable, putJournal returns at once
-// (handedOff): a goroutine waits for the committer, undoes the Put (files
-// removed, a tombstone for the record) and then releases the ID and rec.
-func (s *Spool) putJournal(ctx context.Context, m *Message, rec []byte) (_ []byte, handedOff bool, err error) {
+// (handedOff): a goroutine waits for the committer, undoes the Put (a
+// tombstone for the record) and then releases the ID and rec.
+func (s *Spool) putJournal(ctx context.Context, m *Message, rec []byte) (_ []byte, res *resident, seg *segment, handedOff bool, err error) {
 	id := m.ID
 	bodyLen := int(m.Size)
 	state, err := encodeState(m)
 	if err != nil {
-		return rec, false, err
+		return rec, nil, nil, false, err
 	}
 	rec = append(rec, state...)
 	finishPutRecord(s.jnl.salt, rec, id, bodyLen)
 	done := make(chan jresult, 1)
 	if err := s.jnl.submit(&jreq{kind: recPut, id: id, rec: rec, done: done}); err != nil {
-		return rec, false, err
+		return rec, nil, nil, false, err
 	}
+	// While the committer works (both only read rec).
+	res = newResident(m, rec[recBodyOff:recBodyOff+bodyLen])
 
-	// While the committer works.
-	tmp := s.tmpPath(id, "json")
-	werr := writeFileNoSync(s.bodyPath(id), rec[recBodyOff:recBodyOff+bodyLen])
-	if werr == nil {
-		if werr = writeFileNoSync(tmp, state); werr != nil {
-			os.Remove(s.bodyPath(id))
-		}
-	}
 	// undo takes back a Put that will not return its ID.
 	undo := func(r jresult) {
-		if werr == nil {
-			os.Remove(tmp)
-			os.Remove(s.bodyPath(id))
-		}
 		// The record may be on disk even if its batch failed.
 		s.jnl.tombstone(id)
 		if r.err == nil {
 			r.seg.pending.Done()
 		}
 	}
-
 	var r jresult
 	select {
 	case r = <-done:
@@ -142,32 +149,23 @@ func (s *Spool) putJournal(ctx context.Context, m *Message, rec []byte) (_ []byt
 				undo(<-done)
 				s.unreserve(id)
 			}()
-			return rec, true, fmt.Errorf("queue: %w", ctx.Err())
+			return rec, nil, nil, true, fmt.Errorf("queue: %w", ctx.Err())
 		}
 	}
-	if werr != nil {
+	if r.err != nil {
 		undo(r)
-		return rec, false, fmt.Errorf("queue: writing message: %w", werr)
+		return rec, nil, nil, false, r.err
 	}
-	err = r.err
-	if err == nil {
-		err = os.Rename(tmp, s.statePath(id))
-		if err != nil {
-			err = fmt.Errorf("queue: %w", err)
-		}
-	}
-	if err != nil {
-		undo(r)
-		return rec, false, err
-	}
-	r.seg.pending.Done()
-	return rec, false, nil
+	return rec, res, r.seg, false, nil
 }
 
 // reserve claims id for a Put, or fails with ErrExists if a message or a
 // Put in progress has it. Only the owner puts, so the index, the Puts in
-// progress and msg/ are all there is to check.
-func (s *Spool) reserve(id string) error {
+// progress, the journal and msg/ are all there is to check. A new ID from
+// NewID (fresh) skips msg/: every message there is in the index since
+// Open, and 40 random bits make a clash with one that is not (a message
+// set aside, say) as good as impossible.
+func (s *Spool) reserve(id string, fresh bool) error {
 	s.mu.Lock()
 	_, queued := s.idx[id]
 	_, busy := s.putting[id]
@@ -182,6 +180,9 @@ func (s *Spool) reserve(id string) error {
 			s.unreserve(id)
 		}
 		return fmt.Errorf("%w: %s", ErrExists, id)
+	}
+	if fresh {
+		return nil
 	}
 	for _, p := range []string{s.statePath(id), s.bodyPath(id)} {
 		_, err := os.Lstat(p)
@@ -289,7 +290,7 @@ func (s *Spool) putFile(ctx context.Context, m *Message, head []byte, r io.Reade
 		}
 		return fmt.Errorf("queue: %w", err)
 	}
-	if err := s.gsync.sync(); err != nil {
+	if err := s.syncMsgDir(); err != nil {
 		return err
 	}
 	committed = true

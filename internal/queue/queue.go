@@ -135,7 +135,9 @@ type Queue interface {
 	// work is leased again (soon, if it is due now).
 	Release(ctx context.Context, l *Lease) error
 
-	// Body opens the body of message id.
+	// Body opens the body of message id. A body held in memory may come
+	// as a reader with a method Bytes() []byte that returns it whole,
+	// without a copy; its bytes must not be changed.
 	Body(ctx context.Context, id string) (io.ReadCloser, error)
 
 	// Get returns message id with the state of its recipients.

@@ -131,7 +131,7 @@ func (s *Spool) recover() error {
 		s.note(id, &m, keep)
 	}
 	if changed {
-		if err := s.gsync.sync(); err != nil {
+		if err := s.syncMsgDir(); err != nil {
 			return err
 		}
 	}

@@ -37,42 +37,41 @@ import (
 // and the next Open replays them again. Each segment is read whole into
 // memory (64 MiB, or a little more, unless checkpoints kept failing).
 func (s *Spool) replay() (nextSeq uint64, err error) {
-	ents, err := os.ReadDir(s.journalDir)
+	segs, unknown, err := listSegments(s.journalDir)
 	if err != nil {
-		return 0, fmt.Errorf("queue: %w", err)
+		return 0, err
 	}
-	type segFile struct {
-		path string
-		seq  uint64
-		salt uint32
-	}
-	var segs []segFile
-	for _, ent := range ents {
-		seq, salt, ok := parseSegmentName(ent.Name())
-		if !ok || !ent.Type().IsRegular() {
-			s.log.Warn("queue: unknown file in journal left alone", "name", ent.Name())
-			continue
-		}
-		segs = append(segs, segFile{filepath.Join(s.journalDir, ent.Name()), seq, salt})
+	for _, name := range unknown {
+		s.log.Warn("queue: unknown file in journal left alone", "name", name)
 	}
 	if len(segs) == 0 {
 		return 1, nil
 	}
-	slices.SortFunc(segs, func(a, b segFile) int { return cmp.Compare(a.seq, b.seq) })
 
-	// Pass 1: the last record about each ID.
+	// Pass 1: the last record about each ID, its last Put record, and
+	// the state of its last state record.
 	type pos struct {
 		seg, off int
 		kind     byte
 	}
 	last := make(map[string]pos)
+	lastPut := make(map[string]pos)
+	lastState := make(map[string][]byte)
 	for i, sg := range segs {
 		data, err := os.ReadFile(sg.path)
 		if err != nil {
 			return 0, fmt.Errorf("queue: journal: %w", err)
 		}
 		damaged, tail := scanSegment(sg.salt, data, func(off int, r record) {
-			last[r.id] = pos{i, off, r.kind}
+			p := pos{i, off, r.kind}
+			last[r.id] = p
+			switch r.kind {
+			case recPut:
+				lastPut[r.id] = p
+				delete(lastState, r.id)
+			case recState:
+				lastState[r.id] = bytes.Clone(r.state)
+			}
 		})
 		name := filepath.Base(sg.path)
 		for _, d := range damaged {
@@ -97,10 +96,25 @@ func (s *Spool) replay() (nextSeq uint64, err error) {
 		}
 		var perr error
 		scanSegment(sg.salt, data, func(off int, r record) {
-			if perr != nil || last[r.id] != (pos{i, off, r.kind}) {
+			if perr != nil {
 				return
 			}
-			if r.kind == recTombstone {
+			p := pos{i, off, r.kind}
+			if l := last[r.id]; l != p {
+				// A Put followed by state records only: replayed
+				// here, with the last state.
+				if r.kind != recPut || l.kind != recState || lastPut[r.id] != p {
+					return
+				}
+				r.state = lastState[r.id]
+			}
+			switch r.kind {
+			case recState:
+				// Replayed with its Put record above if that is still
+				// in the journal; if not, a checkpoint gave the message
+				// its files, with this state or a later one.
+				return
+			case recTombstone:
 				var did bool
 				did, perr = s.replayTombstone(r.id)
 				if did {
@@ -127,7 +141,7 @@ func (s *Spool) replay() (nextSeq uint64, err error) {
 		}
 	}
 	if len(ids) > 0 || removed > 0 {
-		if err := s.gsync.sync(); err != nil {
+		if err := s.syncMsgDir(); err != nil {
 			return 0, err
 		}
 	}
@@ -141,6 +155,32 @@ func (s *Spool) replay() (nextSeq uint64, err error) {
 	}
 	s.log.Info("queue: journal replayed", "segments", len(segs), "messages", len(ids), "states written", states, "removals finished", removed)
 	return segs[len(segs)-1].seq + 1, nil
+}
+
+// segFile is a journal segment found on disk.
+type segFile struct {
+	path string
+	seq  uint64
+	salt uint32
+}
+
+// listSegments returns the segments in the journal directory dir, in order,
+// and the names of the other files there.
+func listSegments(dir string) (segs []segFile, unknown []string, err error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("queue: %w", err)
+	}
+	for _, ent := range ents {
+		seq, salt, ok := parseSegmentName(ent.Name())
+		if !ok || !ent.Type().IsRegular() {
+			unknown = append(unknown, ent.Name())
+			continue
+		}
+		segs = append(segs, segFile{filepath.Join(dir, ent.Name()), seq, salt})
+	}
+	slices.SortFunc(segs, func(a, b segFile) int { return cmp.Compare(a.seq, b.seq) })
+	return segs, unknown, nil
 }
 
 // replayPut writes the files of the Put record r into msg/ (see replay).

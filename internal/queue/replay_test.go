@@ -2,12 +2,14 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The tests below simulate what a power loss does to a spool whose last
@@ -68,6 +70,9 @@ func TestReplayAfterPowerLoss(t *testing.T) {
 		ids = append(ids, id)
 		bodies[id] = body
 	}
+	// A checkpoint wrote their files, then the power went before its
+	// sync (the journal still has every record).
+	materializeAll(t, s)
 	// ids[0] is updated (its state file fsynced, its body not), ids[1]
 	// delivered and removed.
 	for _, l := range lease(t, s, 10) {
@@ -162,9 +167,9 @@ func TestReplayTornTail(t *testing.T) {
 			ids = append(ids, put(t, s, env("a@x", "b@y"), strings.Repeat("m", 100+i)))
 		}
 		abandon(t, s)
-		for _, id := range ids {
-			loseFile(t, filepath.Join(dir, "msg", id+".body"), "gone")
-			loseFile(t, filepath.Join(dir, "msg", id+".json"), "gone")
+		// Resident: the journal is all there is.
+		if got := spoolFiles(t, dir); len(got) != 0 {
+			t.Errorf("files of resident messages: %q", got)
 		}
 		seg := filepath.Join(dir, "journal", journalFiles(t, dir)[0])
 		fi, err := os.Stat(seg)
@@ -212,13 +217,15 @@ func TestReplayDamagedRecord(t *testing.T) {
 		for i := range 3 {
 			ids = append(ids, put(t, s, env("a@x", "b@y"), strings.Repeat("d", 500+i)))
 		}
-		abandon(t, s)
-		if !durable {
-			for _, id := range ids {
-				loseFile(t, filepath.Join(dir, "msg", id+".body"), "gone")
-				loseFile(t, filepath.Join(dir, "msg", id+".json"), "gone")
+		if durable {
+			// A checkpoint wrote and synced the files, and the
+			// crash came before it deleted the segment.
+			materializeAll(t, s)
+			if err := s.syncMsgFiles(nil); err != nil {
+				t.Fatal(err)
 			}
 		}
+		abandon(t, s)
 		seg := filepath.Join(dir, "journal", journalFiles(t, dir)[0])
 		data, err := os.ReadFile(seg)
 		if err != nil {
@@ -283,7 +290,17 @@ func TestReplayTombstones(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Delete(ctx, attached); err != nil {
+	// The message is resident: the attached Delete waits for its files.
+	a.awaitMax = 50 * time.Millisecond
+	if err := a.Delete(ctx, attached); err == nil || !strings.Contains(err.Error(), "no checkpoint wrote it") {
+		t.Errorf("attached Delete of a resident message without a checkpoint: %v", err)
+	}
+	a.awaitMax = time.Minute
+	deleted2 := make(chan error, 1)
+	go func() { deleted2 <- a.Delete(ctx, attached) }()
+	// A checkpoint that wrote its files but had not deleted the segment.
+	materializeAll(t, s)
+	if err := <-deleted2; err != nil {
 		t.Fatal(err)
 	}
 	a.Close()
@@ -306,4 +323,90 @@ func TestReplayTombstones(t *testing.T) {
 		}
 	}
 	get(t, s, kept)
+}
+
+// TestReplayResidentStates: the state changes of resident messages are
+// journal records (a state record for an Update or Complete that keeps the
+// message, a tombstone for one that removes it), and the replay brings each
+// message back with its last state. A state file that a checkpoint wrote
+// and a later Update replaced (durably, through the files) wins over the
+// state records journaled before the checkpoint.
+func TestReplayResidentStates(t *testing.T) {
+	clk := newClock()
+	dir := t.TempDir()
+	s := openNoCheckpoint(t, dir, clk, nil)
+	ctx := context.Background()
+	deferred := put(t, s, env("a@x", "b@y"), "deferred")
+	delivered := put(t, s, env("a@x", "b@y"), "delivered")
+	bounced := put(t, s, env("a@x", "b@y", "c@y"), "half bounced")
+	later := put(t, s, env("a@x", "b@y"), "deferred twice")
+	for _, l := range lease(t, s, 10) {
+		var res []Result
+		switch l.Message.ID {
+		case deferred, later:
+			res = []Result{{Addr: "b@y", State: Deferred, Reply: "451 4.3.0 later"}}
+		case delivered:
+			res = []Result{{Addr: "b@y", State: Delivered, Reply: "250 ok"}}
+		case bounced:
+			res = []Result{{Addr: "b@y", State: Failed, Reply: "550 5.1.1 no"}, {Addr: "c@y", State: Deferred, Reply: "451 later"}}
+		}
+		if _, err := s.Update(ctx, l, res); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Complete(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := spoolFiles(t, dir); len(got) != 0 {
+		t.Errorf("state changes of resident messages wrote files: %q", got)
+	}
+	kinds := map[byte]int{}
+	for _, r := range journalRecords(t, dir) {
+		kinds[r.kind]++
+	}
+	// Updates: deferred, later, bounced; Complete: bounced (Reported).
+	if kinds[recPut] != 4 || kinds[recState] != 4 || kinds[recTombstone] != 1 {
+		t.Errorf("journal records by kind: %v, want 4 P, 4 S, 1 T", kinds)
+	}
+
+	// later: a checkpoint gives it its files, then an Update goes through
+	// them.
+	if err := s.materialize([]string{later}); err != nil {
+		t.Fatal(err)
+	}
+	if got := spoolFiles(t, dir); len(got) != 2 {
+		t.Errorf("files after later's materialization: %q", got)
+	}
+	clk.Advance(time.Hour)
+	ls := lease(t, s, 10)
+	for _, l := range ls {
+		if l.Message.ID != later {
+			s.Release(ctx, l)
+			continue
+		}
+		if _, err := s.Update(ctx, l, []Result{{Addr: "b@y", State: Deferred, Reply: "451 4.3.0 still later"}}); err != nil {
+			t.Fatal(err)
+		}
+		s.Complete(ctx, l)
+	}
+	abandon(t, s)
+
+	s = openNoCheckpoint(t, dir, clk, nil)
+	if _, err := s.Get(ctx, delivered); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the delivered message came back: %v", err)
+	}
+	if m := get(t, s, deferred); rcpt(m, "b@y").State != Deferred || rcpt(m, "b@y").Attempts != 1 {
+		t.Errorf("deferred: %+v", m.Rcpts)
+	}
+	if m := get(t, s, bounced); rcpt(m, "b@y").State != Failed || !rcpt(m, "b@y").Reported || rcpt(m, "c@y").State != Deferred {
+		t.Errorf("bounced: %+v", m.Rcpts)
+	}
+	if m := get(t, s, later); rcpt(m, "b@y").Attempts != 2 || rcpt(m, "b@y").LastReply != "451 4.3.0 still later" {
+		t.Errorf("later: the journal's older state won over the state file: %+v", m.Rcpts)
+	}
+	for _, id := range []string{deferred, bounced, later} {
+		if b := bodyOf(t, s, id); b == "" {
+			t.Errorf("%s: body lost", id)
+		}
+	}
 }

@@ -21,7 +21,8 @@ import (
 //	owner.lock    flock(2)ed exclusively by the owner (the daemon) while it runs
 //	lock          flock(2)ed exclusively by Open while it recovers, shared
 //	              by an attached process for each change it makes
-//	journal/      the write-ahead journal of Puts: segment files
+//	journal/      the write-ahead journal of Puts and of the state changes
+//	              of resident messages: segment files
 //	              SEQ-SALT.wal (see journal.go for the record format),
 //	              written by the owner only, empty after a clean Close (a
 //	              Petrel without a journal must not open a spool whose
@@ -36,10 +37,10 @@ import (
 //
 // # Crash safety
 //
-// A message is durable in one of two ways: as a record in a journal
+// A message is durable in one of two ways: as records in a journal
 // segment, or as msg/ID.body and msg/ID.json synced to disk. Put makes it
-// durable the first way, a checkpoint turns it into the second, and the
-// state changes and removals of the delivery side work on the second.
+// durable the first way, and a checkpoint turns what is still queued then
+// into the second.
 //
 // Put reads the body into memory and encodes one journal record: the ID,
 // the state file as Put writes it, the body, a length and CRC-32C
@@ -48,54 +49,70 @@ import (
 // writev(2), calls fdatasync(2) once and then answers all their Puts (group
 // commit: while one fdatasync runs the next batch gathers; a lone Put waits
 // for no timer). A new segment's name is made durable (fsync of journal/)
-// before its first record is acknowledged. While the committer works, Put
-// writes msg/ID.body and the state file under tmp/, without fsync: in the
-// page cache only. Once the fdatasync that covers its record has returned,
-// it renames the state file to msg/ID.json (so that a reader sees a whole
-// file), adds the message to the index and returns the ID. A crash before
-// the rename leaves a body without state file, which Open drops unless the
-// replay of a durable record completes the message (see below). The state
-// file appears a moment before Put returns, when the message is already
-// durable: a List, Get or attached process may see it then; Lease sees it
-// once it is in the index, just before Put returns.
+// before its first record is acknowledged. Once the fdatasync that covers
+// its record has returned, Put adds the message to the index and returns
+// the ID.
+//
+// # Resident messages
+//
+// A message put through the journal is resident: its state and a copy of
+// its body live in its index entry, and it has no files. Lease, Body, Get
+// and the owner's List read it from memory. Its state changes are journal
+// records, group-committed with the Puts: Update and Complete append a
+// state record (the new state file) and wait for its fdatasync; a removal
+// (every recipient done, or Delete) appends a tombstone and waits for it.
+// Most messages are delivered well before the next checkpoint, and so never
+// touch msg/: no file is created, renamed, fsynced or unlinked for them.
+// Attached processes do not see resident messages (`petrel queue list`
+// shows a message once a checkpoint has given it its files, within about a
+// second of its Put).
+//
+// A checkpoint runs every Options.CheckpointInterval (1 s by default), when
+// the current segment passes 64 MiB, and in Close. It rotates the journal
+// (records go to a new segment from then on, so that it covers whole
+// segments), waits until each Put committed to the old segments is in the
+// index, and materializes the messages of those Puts that are still
+// resident: writes msg/ID.body and the current state to tmp/ (no fsync),
+// renames the state file to msg/ID.json, and from then on the files decide
+// for that message. Then it makes the files durable (one syncfs(2) on
+// Linux, see syncMsgFiles; elsewhere an fsync of each file), fsyncs msg/,
+// and deletes the old segments (and fsyncs journal/). A materialization
+// that fails (a full disk) leaves the messages resident and the segments
+// in place, to be tried again at the next checkpoint; a sync that fails is
+// not retried: the segments are kept until the next Open, which rewrites
+// their messages. Memory thus holds the messages put within about a
+// checkpoint interval, plus those being delivered.
 //
 // Bodies over 1 MiB (inlineMax) are not journaled, so that memory stays
 // bounded (a few MiB per Put in progress): Put streams such a body to
 // msg/ID.body, writes the state file under tmp/, fsyncs both, links the
 // state file to msg/ID.json and fsyncs msg/ (group commit with concurrent
 // Puts and state changes) before it returns, as the Spool did before it
-// had a journal.
+// had a journal. Such a message is never resident.
 //
-// A checkpoint runs every Options.CheckpointInterval (1 s by default), when
-// the current segment passes 64 MiB, and in Close. It rotates the journal
-// (records go to a new segment from then on, so that it covers whole
-// segments), waits until each Put committed to the old segments has
-// written its files, makes them durable (one syncfs(2) on Linux, see
-// syncMsgFiles; elsewhere an fsync of each file), fsyncs msg/, and deletes
-// the old segments (and fsyncs journal/). A sync that fails is not retried:
-// the segments are kept until the next Open, which rewrites their messages.
-//
-// A state change (Update, Complete, Bounce) writes a new state file under
-// tmp/, fsyncs it, renames it over the old one and fsyncs msg/, so a state
-// file it wrote is always whole: the old one or the new one. (If the
-// message's Put record is still in the journal, its body may not be on disk
-// yet while such a state file is: the replay below rewrites the body.) A
-// removal unlinks the state file, then the body, then makes that durable:
-// with an fsync of msg/, or, if the message's Put record may still be in a
-// segment, by appending a tombstone record to the journal and waiting for
-// the fdatasync of its batch (replay would otherwise bring the message
-// back from its Put record; with the tombstone it finishes the removal
-// instead). Put refuses the ID of a message whose records are still in the
-// journal, so a tombstone names one message only. A removal made by an
-// attached process (which never writes the journal) is tombstoned by the
-// owner when it reads the process's hint, without waiting; if a crash
-// comes first, the message comes back: a duplicate delivery, which the
-// contract allows.
+// A state change (Update, Complete, Bounce) of a message with files writes
+// a new state file under tmp/, fsyncs it, renames it over the old one and
+// fsyncs msg/, so a state file it wrote is always whole: the old one or the
+// new one. (If the message's Put record is still in the journal, its body
+// may not be on disk yet while such a state file is: the replay below
+// rewrites the body.) A removal unlinks the state file, then the body,
+// then makes that durable: with an fsync of msg/, or, if the message's Put
+// record may still be in a segment, by appending a tombstone record to the
+// journal and waiting for the fdatasync of its batch (replay would
+// otherwise bring the message back from its Put record; with the tombstone
+// it finishes the removal instead). Put refuses the ID of a message whose
+// records are still in the journal, so a tombstone names one message only.
+// A removal made by an attached process (which never writes the journal) is
+// tombstoned by the owner when it reads the process's hint, without
+// waiting; if a crash comes first, the message comes back: a duplicate
+// delivery, which the contract allows.
 //
 // After a crash, Open empties tmp/, then replays the journal (see replay):
 // each Put record whose checksums hold and that no later tombstone cancels
-// gets its body rewritten and its state file written unless a valid one,
-// written by a later state change, is there; the files of a tombstoned
+// gets its body rewritten and its state file written, with the state of
+// the message's last state record if it has one, unless a valid one,
+// written by a materialization or a later state change, is there (a
+// materialization writes the latest state, and no state record follows it); the files of a tombstoned
 // message are removed; all that is synced, and the segments are deleted. A
 // torn write at the end of the journal (the batch whose fdatasync did not
 // return) is ignored: those Puts never returned. After the replay, every
@@ -168,11 +185,13 @@ type Spool struct {
 	clock     func() time.Time
 	log       *slog.Logger
 	ownerLock *os.File
-	gsync     *groupSync
+	gsync     *safeio.GroupSync
+	fssync    *safeio.FSSync // the owner's syncfs; nil elsewhere and where there is none
 	pid       int
 	tmpSeq    atomic.Uint64
 	wake      chan struct{}
-	inlineMax int // the largest body Put journals
+	inlineMax int           // the largest body Put journals
+	awaitMax  time.Duration // attached: how long to wait for a resident message's files
 
 	// The owner's journal and checkpoints; jnl is nil when attached.
 	jnl       *journal
@@ -243,8 +262,17 @@ func Open(dir string, opts Options) (*Spool, error) {
 		return nil, fmt.Errorf("queue: %s: %w", s.dir, err)
 	}
 	s.ownerLock = f
+	if fss, err := safeio.OpenFSSync(s.msgDir); err == nil {
+		s.fssync = fss
+	} else if !errors.Is(err, errors.ErrUnsupported) {
+		f.Close()
+		return nil, fmt.Errorf("queue: %w", err)
+	}
 	if err := s.recover(); err != nil {
 		f.Close()
+		if s.fssync != nil {
+			s.fssync.Close()
+		}
 		return nil, err
 	}
 	s.ckptStop = make(chan struct{})
@@ -297,6 +325,7 @@ func newSpool(dir string, opts Options, owner bool) (*Spool, error) {
 		pid:        os.Getpid(),
 		wake:       make(chan struct{}, 1),
 		inlineMax:  defaultInlineMax,
+		awaitMax:   awaitFilesMax,
 		ckptEvery:  opts.CheckpointInterval,
 		idx:        make(map[string]*entry),
 		leased:     make(map[*entry]struct{}),
@@ -314,7 +343,7 @@ func newSpool(dir string, opts Options, owner bool) (*Spool, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.gsync = newGroupSync(s.msgDir)
+	s.gsync = safeio.NewGroupSync(s.msgDir, nil)
 	return s, nil
 }
 
@@ -386,6 +415,9 @@ func (s *Spool) Close() error {
 		<-s.ckptDone
 		s.jnl.close()
 		err = s.checkpoint()
+	}
+	if s.fssync != nil {
+		err = errors.Join(err, s.fssync.Close())
 	}
 	if s.ownerLock != nil {
 		err = errors.Join(err, s.ownerLock.Close())

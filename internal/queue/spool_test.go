@@ -194,10 +194,20 @@ func TestPutGetBodyList(t *testing.T) {
 	if len(list) != 2 || list[0].ID != id || list[1].ID != id2 || list[1].Size != 0 || list[1].From != "" {
 		t.Errorf("List = %+v", list)
 	}
+	// Resident until a checkpoint: no files.
+	if got := spoolFiles(t, dir); len(got) != 0 {
+		t.Errorf("files of resident messages = %q", got)
+	}
+	if err := s.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
 	if got := spoolFiles(t, dir); !slices.Equal(got, []string{
 		"msg/" + id + ".body", "msg/" + id + ".json", "msg/" + id2 + ".body", "msg/" + id2 + ".json",
 	}) {
-		t.Errorf("files = %q", got)
+		t.Errorf("files after a checkpoint = %q", got)
+	}
+	if list2, err := s.List(ctx); err != nil || !slices.EqualFunc(list, list2, func(a, b Message) bool { return a.ID == b.ID }) {
+		t.Errorf("List after a checkpoint = %+v, %v", list2, err)
 	}
 	select {
 	case <-s.Notify():
@@ -267,10 +277,10 @@ func TestGroupCommit(t *testing.T) {
 	s := openSpool(t, t.TempDir(), nil)
 	// A slow disk, so that Puts pile up behind one fdatasync of the
 	// journal (and state changes behind one fsync of msg/).
-	s.gsync.syncFn = func(dir string) error {
+	s.gsync = safeio.NewGroupSync(s.msgDir, func(dir string) error {
 		time.Sleep(2 * time.Millisecond)
 		return safeio.SyncDir(dir)
-	}
+	})
 	setJournalSync(s, func(f *os.File) error {
 		time.Sleep(2 * time.Millisecond)
 		return datasync(f)
@@ -315,29 +325,10 @@ func setJournalSync(s *Spool, fn func(*os.File) error) {
 	s.jnl.mu.Unlock()
 }
 
-func TestGroupSyncError(t *testing.T) {
-	g := newGroupSync(t.TempDir())
-	boom := errors.New("boom")
-	fail := true
-	g.syncFn = func(string) error {
-		if fail {
-			return boom
-		}
-		return nil
-	}
-	if err := g.sync(); !errors.Is(err, boom) {
-		t.Errorf("sync = %v, want boom", err)
-	}
-	fail = false
-	if err := g.sync(); err != nil {
-		t.Errorf("sync after a good fsync = %v", err)
-	}
-}
-
 func TestPutStorageError(t *testing.T) {
 	dir := t.TempDir()
 	s := openSpool(t, dir, nil)
-	s.gsync.syncFn = func(string) error { return errors.New("EIO") }
+	s.gsync = safeio.NewGroupSync(s.msgDir, func(string) error { return errors.New("EIO") })
 	setJournalSync(s, func(*os.File) error { return errors.New("EIO") })
 	if _, err := s.Put(context.Background(), env("a@x", "b@y"), strings.NewReader("x")); err == nil {
 		t.Fatal("Put succeeded without its fdatasync")

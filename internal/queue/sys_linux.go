@@ -4,7 +4,6 @@ package queue
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os"
 
@@ -55,35 +54,6 @@ func datasync(f *os.File) error {
 		if !errors.Is(err, unix.EINTR) {
 			if err != nil {
 				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
-			}
-			return nil
-		}
-	}
-}
-
-// syncMsgFiles makes the files of messages ids in msg/ durable. On Linux
-// it is one syncfs(2) of the spool's file system, which on ext4 writes a
-// second's worth of messages about ten times faster than fsyncing each
-// file from 64 goroutines (BenchmarkCheckpointSync: ~25 µs against ~210 µs
-// a message). It also writes back other dirty data of that file system, so
-// a spool on a file system of its own checkpoints fastest. Writeback errors
-// are reported by syncfs since Linux 5.8.
-func (s *Spool) syncMsgFiles(ids []string) error {
-	return syncFS(s.msgDir)
-}
-
-// syncFS calls syncfs(2) on the file system holding dir.
-func syncFS(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	for {
-		err := unix.Syncfs(int(d.Fd()))
-		if !errors.Is(err, unix.EINTR) {
-			if err != nil {
-				return fmt.Errorf("queue: syncfs %s: %w", dir, err)
 			}
 			return nil
 		}

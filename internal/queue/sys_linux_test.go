@@ -34,7 +34,7 @@ func BenchmarkCheckpointSync(b *testing.B) {
 				b.StartTimer()
 				var err error
 				if mode == "syncfs" {
-					err = syncFS(s.msgDir)
+					err = s.syncMsgFiles(nil)
 				} else {
 					err = s.syncEach(ids)
 				}

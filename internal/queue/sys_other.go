@@ -16,7 +16,3 @@ func writeRecords(f *os.File, recs [][]byte) (int64, error) {
 
 // datasync is fsync(2) where fdatasync is not available everywhere.
 func datasync(f *os.File) error { return f.Sync() }
-
-// syncMsgFiles makes the files of messages ids in msg/ durable, by fsyncing
-// each (syncfs(2) is Linux's).
-func (s *Spool) syncMsgFiles(ids []string) error { return s.syncEach(ids) }

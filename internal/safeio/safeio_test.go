@@ -1,8 +1,12 @@
 package safeio_test
 
 import (
+	"errors"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/petrel-mta/petrel/internal/safeio"
@@ -33,5 +37,35 @@ func TestWriteFile(t *testing.T) {
 	}
 	if err := safeio.SyncDir(filepath.Join(dir, "missing")); err == nil {
 		t.Error("SyncDir of a missing directory succeeded")
+	}
+}
+
+func TestRawFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	f, err := safeio.CreateNew(path, 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.Write([]byte("hello, ")); n != 7 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if _, err := io.Copy(f, strings.NewReader("world")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || string(b) != "hello, world" {
+		t.Errorf("file = %q, %v", b, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode = %v, %v", fi.Mode(), err)
+	}
+	if _, err := safeio.CreateNew(path, 0o600); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("CreateNew of an existing file: %v, want ErrExist", err)
 	}
 }
