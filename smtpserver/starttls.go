@@ -95,7 +95,14 @@ func (c *conn) handshake(ctx context.Context, cfg *tls.Config, implicit bool) bo
 	}()
 	tc := tls.Server(c.raw, cfg)
 	_ = c.raw.SetDeadline(time.Now().Add(c.s.opts.HandshakeTimeout))
-	err := tc.HandshakeContext(hctx)
+	// The handshake runs on a goroutine of its own that ends with it, so
+	// that the stack its cryptography grows (ML-KEM's most) goes with it
+	// rather than staying with the session's goroutine for the life of an
+	// idle connection (Go shrinks a goroutine's stack only at garbage
+	// collections, by half each time).
+	errc := make(chan error, 1)
+	go func() { errc <- tc.HandshakeContext(hctx) }()
+	err := <-errc
 	_ = c.raw.SetDeadline(time.Time{})
 	if err != nil {
 		reason := err.Error()
