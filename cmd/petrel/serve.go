@@ -178,6 +178,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	if err != nil {
 		return fmt.Errorf("cannot open the Maildir root: %w", err)
 	}
+	defer md.Close() // after the delivery loop (defers run last first)
 	if err := md.Cleanup(time.Hour); err != nil {
 		log.Warn("maildir spool cleanup", "err", err)
 	}

@@ -421,7 +421,17 @@ func (d *Deliverer) deliverLocal(ctx context.Context, msg queue.Message, rcpts [
 	if len(ok) == 0 {
 		return out
 	}
-	id, size, err := d.opts.Local.Deliver(ctx, boxes, bytes.NewReader(data))
+	var id string
+	var size int64
+	var err error
+	if bl, ok := d.opts.Local.(interface {
+		DeliverBytes(ctx context.Context, mailboxes []string, data []byte) (string, int64, error)
+	}); ok {
+		// Batched with the concurrent deliveries (maildir.Store).
+		id, size, err = bl.DeliverBytes(ctx, boxes, data)
+	} else {
+		id, size, err = d.opts.Local.Deliver(ctx, boxes, bytes.NewReader(data))
+	}
 	if err != nil {
 		reply := "451 4.3.0 Local delivery failed"
 		d.log.Warn("local delivery", "id", msg.ID, "rcpts", addrs(ok), "mailboxes", boxes, "result", "deferred", "err", err)

@@ -58,6 +58,14 @@ type Store struct {
 	durable sync.Map       // mailbox directory known to be durable → *safeio.GroupSync of its new/
 	bufs    sync.Pool      // *[]byte, 32 KiB copy buffers
 	fsync   *safeio.FSSync // syncfs of the root's file system; nil: fsync each file
+
+	// DeliverBytes's batcher.
+	startBatcher sync.Once
+	reqs         chan *batchReq
+	stop         chan struct{}
+	batchMu      sync.Mutex
+	closed       bool
+	batchWG      sync.WaitGroup // DeliverBytes calls in progress
 }
 
 // New returns a Store rooted at root, creating root and its spool directory
@@ -80,6 +88,8 @@ func New(root string) (*Store, error) {
 		spool: spool,
 		host:  sanitizeHost(host),
 		pid:   os.Getpid(),
+		reqs:  make(chan *batchReq, maxBatch),
+		stop:  make(chan struct{}),
 	}
 	s.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	if fs, err := safeio.OpenFSSync(abs); err == nil {
@@ -167,18 +177,9 @@ func (s *Store) Dir(mailbox string) (string, error) {
 // network connection's read deadline). Mailbox directories must be on the
 // same file system as the root, since messages are hard-linked.
 func (s *Store) Deliver(ctx context.Context, mailboxes []string, msg io.Reader) (id string, size int64, err error) {
-	if len(mailboxes) == 0 {
-		return "", 0, errors.New("maildir: no mailbox to deliver to")
-	}
-	dirs := make([]string, 0, len(mailboxes))
-	for _, m := range mailboxes {
-		d, err := s.Dir(m)
-		if err != nil {
-			return "", 0, err
-		}
-		if !slices.Contains(dirs, d) {
-			dirs = append(dirs, d)
-		}
+	dirs, err := s.dirsOf(mailboxes)
+	if err != nil {
+		return "", 0, err
 	}
 	if err := ctx.Err(); err != nil {
 		return "", 0, fmt.Errorf("maildir: %w", err)
@@ -240,24 +241,50 @@ func (s *Store) Deliver(ctx context.Context, mailboxes []string, msg io.Reader) 
 	return id, size, nil
 }
 
+// dirsOf maps mailboxes to their directories, without duplicates.
+func (s *Store) dirsOf(mailboxes []string) ([]string, error) {
+	if len(mailboxes) == 0 {
+		return nil, errors.New("maildir: no mailbox to deliver to")
+	}
+	dirs := make([]string, 0, len(mailboxes))
+	for _, m := range mailboxes {
+		d, err := s.Dir(m)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs, nil
+}
+
+// createSpool creates a new spool file, open for writing, and returns it
+// with its path and base name (a Maildir unique name without the size).
+func (s *Store) createSpool() (f *safeio.RawFile, path, base string, err error) {
+	for range 10 { // a name can only be taken by another Store in this process
+		base = s.uniqueName(time.Now())
+		path = filepath.Join(s.spool, base)
+		f, err = safeio.CreateNew(path, 0o600)
+		if !errors.Is(err, fs.ErrExist) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, "", "", fmt.Errorf("maildir: %w", err)
+	}
+	return f, path, base, nil
+}
+
 // writeSpool copies msg into a new file in the spool directory and fsyncs
 // it. It returns the file's path, its base name (a Maildir unique name
 // without the size) and the number of bytes written. On error it leaves no
 // file. A msg that is an io.WriterTo (a *bytes.Reader: the queue's body in
 // memory) writes itself, without a copy.
 func (s *Store) writeSpool(ctx context.Context, msg io.Reader) (spoolFile, base string, n int64, err error) {
-	var f *safeio.RawFile
-	var name, tmp string
-	for range 10 { // a name can only be taken by another Store in this process
-		name = s.uniqueName(time.Now())
-		tmp = filepath.Join(s.spool, name)
-		f, err = safeio.CreateNew(tmp, 0o600)
-		if !errors.Is(err, fs.ErrExist) {
-			break
-		}
-	}
+	f, tmp, name, err := s.createSpool()
 	if err != nil {
-		return "", "", 0, fmt.Errorf("maildir: %w", err)
+		return "", "", 0, err
 	}
 	defer func() {
 		if err != nil {

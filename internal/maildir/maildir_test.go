@@ -25,7 +25,22 @@ func newStore(t *testing.T) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// deliverers are the two ways to deliver, which the tests that take them
+// run both: Deliver from a reader, and DeliverBytes through the batcher.
+var deliverers = []struct {
+	name string
+	fn   func(s *Store, ctx context.Context, mailboxes []string, msg []byte) (string, int64, error)
+}{
+	{"Deliver", func(s *Store, ctx context.Context, mailboxes []string, msg []byte) (string, int64, error) {
+		return s.Deliver(ctx, mailboxes, bytes.NewReader(msg))
+	}},
+	{"DeliverBytes", func(s *Store, ctx context.Context, mailboxes []string, msg []byte) (string, int64, error) {
+		return s.DeliverBytes(ctx, mailboxes, msg)
+	}},
 }
 
 // files lists the regular files under dir, relative to it.
@@ -60,54 +75,56 @@ func TestDeliver(t *testing.T) {
 		{"three", []string{"alice", "bob", "carol"}, []string{"alice", "bob", "carol"}},
 		{"duplicates after mapping", []string{"alice", "Alice", "ALICE", "bob"}, []string{"alice", "bob"}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := newStore(t)
-			msg := []byte("From: a@example.org\nSubject: test\n\nbody\n")
-			id, size, err := s.Deliver(t.Context(), tt.mailboxes, bytes.NewReader(msg))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if size != int64(len(msg)) {
-				t.Errorf("size = %d, want %d", size, len(msg))
-			}
-			if !uniqueRE.MatchString(id) || !strings.HasSuffix(id, fmt.Sprintf(",S=%d", len(msg))) {
-				t.Errorf("id %q is not a Maildir unique name with size", id)
-			}
-			var want []string
-			for _, m := range tt.want {
-				want = append(want, filepath.Join(m, "new", id))
-				names, err := s.List(m)
+	for _, d := range deliverers {
+		for _, tt := range tests {
+			t.Run(d.name+"/"+tt.name, func(t *testing.T) {
+				s := newStore(t)
+				msg := []byte("From: a@example.org\nSubject: test\n\nbody\n")
+				id, size, err := d.fn(s, t.Context(), tt.mailboxes, msg)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !slices.Equal(names, []string{id}) {
-					t.Errorf("List(%q) = %q, want [%q]", m, names, id)
+				if size != int64(len(msg)) {
+					t.Errorf("size = %d, want %d", size, len(msg))
 				}
-				path := filepath.Join(s.root, m, "new", id)
-				got, err := os.ReadFile(path)
-				if err != nil {
-					t.Fatal(err)
+				if !uniqueRE.MatchString(id) || !strings.HasSuffix(id, fmt.Sprintf(",S=%d", len(msg))) {
+					t.Errorf("id %q is not a Maildir unique name with size", id)
 				}
-				if !bytes.Equal(got, msg) {
-					t.Errorf("%s holds %q", path, got)
-				}
-				fi, _ := os.Stat(path)
-				if fi.Mode().Perm() != 0o600 {
-					t.Errorf("mode of %s = %v, want 0600", path, fi.Mode().Perm())
-				}
-				for _, sub := range []string{"", "tmp", "new", "cur"} {
-					fi, err := os.Stat(filepath.Join(s.root, m, sub))
-					if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
-						t.Errorf("%s/%s: %v, %v", m, sub, fi.Mode(), err)
+				var want []string
+				for _, m := range tt.want {
+					want = append(want, filepath.Join(m, "new", id))
+					names, err := s.List(m)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !slices.Equal(names, []string{id}) {
+						t.Errorf("List(%q) = %q, want [%q]", m, names, id)
+					}
+					path := filepath.Join(s.root, m, "new", id)
+					got, err := os.ReadFile(path)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got, msg) {
+						t.Errorf("%s holds %q", path, got)
+					}
+					fi, _ := os.Stat(path)
+					if fi.Mode().Perm() != 0o600 {
+						t.Errorf("mode of %s = %v, want 0600", path, fi.Mode().Perm())
+					}
+					for _, sub := range []string{"", "tmp", "new", "cur"} {
+						fi, err := os.Stat(filepath.Join(s.root, m, sub))
+						if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+							t.Errorf("%s/%s: %v, %v", m, sub, fi.Mode(), err)
+						}
 					}
 				}
-			}
-			slices.Sort(want)
-			if got := files(t, s.root); !slices.Equal(got, want) {
-				t.Errorf("files under root = %q, want %q (spool file left?)", got, want)
-			}
-		})
+				slices.Sort(want)
+				if got := files(t, s.root); !slices.Equal(got, want) {
+					t.Errorf("files under root = %q, want %q (spool file left?)", got, want)
+				}
+			})
+		}
 	}
 }
 
@@ -278,20 +295,80 @@ func TestDeliverFailureLeavesNothing(t *testing.T) {
 // TestDeliverLinkFailure makes the link into the second mailbox fail and
 // checks that the first link is removed as well.
 func TestDeliverLinkFailure(t *testing.T) {
+	for _, d := range deliverers {
+		t.Run(d.name, func(t *testing.T) {
+			s := newStore(t)
+			// A file where the directory of mailbox "b" should be.
+			if err := os.WriteFile(filepath.Join(s.root, "b"), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := d.fn(s, t.Context(), []string{"a", "b"}, []byte("m\n")); err == nil {
+				t.Fatal("delivery succeeded")
+			}
+			if got := files(t, s.root); !slices.Equal(got, []string{"b"}) {
+				t.Errorf("files left: %q, want only the obstacle", got)
+			}
+		})
+	}
+}
+
+// TestDeliverBytesBatchFailure: in a batch, the delivery that fails (its
+// mailbox's new/ is not writable) takes nothing with it, and the others of
+// the batch are delivered.
+func TestDeliverBytesBatchFailure(t *testing.T) {
 	s := newStore(t)
-	// A file where the directory of mailbox "b" should be.
-	if err := os.WriteFile(filepath.Join(s.root, "b"), nil, 0o600); err != nil {
+	if _, _, err := s.DeliverBytes(t.Context(), []string{"broken"}, []byte("first\n")); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Deliver(t.Context(), []string{"a", "b"}, strings.NewReader("m\n")); err == nil {
-		t.Fatal("Deliver succeeded")
+	newDir := filepath.Join(s.root, "broken", "new")
+	if err := os.RemoveAll(newDir); err != nil {
+		t.Fatal(err)
 	}
-	if got := files(t, s.root); !slices.Equal(got, []string{"b"}) {
-		t.Errorf("files left: %q, want only the obstacle", got)
+	if err := os.WriteFile(newDir, nil, 0o600); err != nil { // rename into it fails
+		t.Fatal(err)
+	}
+	const n = 40
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			box := fmt.Sprintf("ok%d", i%4)
+			if i%5 == 0 {
+				box = "broken"
+			}
+			_, _, errs[i] = s.DeliverBytes(t.Context(), []string{box}, fmt.Appendf(nil, "message %d\n", i))
+		})
+	}
+	wg.Wait()
+	delivered := 0
+	for i, err := range errs {
+		if (i%5 == 0) != (err != nil) {
+			t.Errorf("delivery %d: %v", i, err)
+		}
+		if err == nil {
+			delivered++
+		}
+	}
+	total := 0
+	for u := range 4 {
+		names, _ := s.List(fmt.Sprintf("ok%d", u))
+		total += len(names)
+	}
+	if total != delivered {
+		t.Errorf("%d messages in the mailboxes, %d deliveries succeeded", total, delivered)
+	}
+	if entries, _ := os.ReadDir(s.spool); len(entries) != 0 {
+		t.Errorf("%d spool files left", len(entries))
 	}
 }
 
 func TestDeliverConcurrent(t *testing.T) {
+	for _, d := range deliverers {
+		t.Run(d.name, func(t *testing.T) { testDeliverConcurrent(t, d.fn) })
+	}
+}
+
+func testDeliverConcurrent(t *testing.T, deliver func(s *Store, ctx context.Context, mailboxes []string, msg []byte) (string, int64, error)) {
 	s := newStore(t)
 	const workers = 20
 	ids := make([]string, workers)
@@ -300,7 +377,7 @@ func TestDeliverConcurrent(t *testing.T) {
 	for i := range workers {
 		wg.Go(func() {
 			msg := fmt.Sprintf("Subject: %d\n\n%s\n", i, strings.Repeat("x", i*1000))
-			ids[i], _, errs[i] = s.Deliver(t.Context(), []string{"shared", fmt.Sprintf("user%d", i%5)}, strings.NewReader(msg))
+			ids[i], _, errs[i] = deliver(s, t.Context(), []string{"shared", fmt.Sprintf("user%d", i%5)}, []byte(msg))
 		})
 	}
 	wg.Wait()
@@ -387,5 +464,21 @@ func TestNewCreatesRoot(t *testing.T) {
 	fi, err := os.Stat(filepath.Join(root, ".spool"))
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf(".spool: %v, %v", fi, err)
+	}
+}
+
+func TestDeliverBytesAfterClose(t *testing.T) {
+	s := newStore(t)
+	if _, _, err := s.DeliverBytes(t.Context(), []string{"a"}, []byte("m\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.DeliverBytes(t.Context(), []string{"a"}, []byte("m\n")); err == nil {
+		t.Error("DeliverBytes after Close succeeded")
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
 	}
 }
