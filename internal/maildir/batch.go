@@ -132,7 +132,7 @@ func (s *Store) deliverBatch(batch []*batchReq) {
 			dst := filepath.Join(d, "new", id)
 			var err error
 			if i == len(r.dirs)-1 {
-				err = os.Rename(r.spool, dst)
+				err = safeio.RenameNoReplace(r.spool, dst)
 			} else {
 				err = os.Link(r.spool, dst)
 			}

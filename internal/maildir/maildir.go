@@ -220,9 +220,9 @@ func (s *Store) Deliver(ctx context.Context, mailboxes []string, msg io.Reader) 
 		syncs = append(syncs, gs)
 		dst := filepath.Join(d, "new", id)
 		if i == len(dirs)-1 {
-			// Rename does not refuse an existing name: the unique
-			// name makes one impossible.
-			err = os.Rename(spoolFile, dst)
+			// Never over a message already there, should a unique
+			// name repeat (a clock stepped back, a reused PID).
+			err = safeio.RenameNoReplace(spoolFile, dst)
 			renamed = err == nil
 		} else {
 			err = os.Link(spoolFile, dst)

@@ -27,13 +27,17 @@ func (s *Spool) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 			return memBody{bytes.NewReader(res.body), res.body}, nil
 		}
 	}
+	// An attached process reads the journal first (see journalView): a
+	// message resident in the owner's memory is there.
+	var jm journalMsg
+	var inJournal bool
+	if !s.owner {
+		jm, inJournal = s.journalMessage(id)
+	}
 	f, err := os.Open(s.bodyPath(id))
 	if errors.Is(err, fs.ErrNotExist) {
-		if !s.owner {
-			// Resident in the owner's memory: the journal has it.
-			if jm, ok := s.journalMessage(id); ok {
-				return memBody{bytes.NewReader(jm.body), jm.body}, nil
-			}
+		if inJournal {
+			return memBody{bytes.NewReader(jm.body), jm.body}, nil
 		}
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
@@ -149,10 +153,9 @@ func (s *Spool) Flush(ctx context.Context, id string) error {
 		if id == "" {
 			return s.mark("flush.all")
 		}
-		if _, err := os.Stat(s.statePath(id)); errors.Is(err, fs.ErrNotExist) {
-			if _, ok := s.journalMessage(id); !ok {
-				return fmt.Errorf("%w: %s", ErrNotFound, id)
-			}
+		_, inJournal := s.journalMessage(id) // first: see journalView
+		if _, err := os.Stat(s.statePath(id)); errors.Is(err, fs.ErrNotExist) && !inJournal {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
 		return s.mark("flush." + id)
 	}
@@ -328,9 +331,16 @@ func (s *Spool) processMarkers() {
 // reload re-reads the state of message id into the index. A message that
 // is gone (deleted by an attached process) is tombstoned.
 func (s *Spool) reload(id string) {
-	if s.residentOf(id) != nil {
-		// Not from an attached process: it cannot see resident messages.
-		return
+	if res := s.residentOf(id); res != nil {
+		// An attached process changes a message only once it has its
+		// files: the hint comes from a materialization in progress
+		// (which holds res.mu; wait for it), or it is stale.
+		res.mu.Lock()
+		gone := res.gone
+		res.mu.Unlock()
+		if !gone {
+			return
+		}
 	}
 	m, err := s.readState(id)
 	if errors.Is(err, ErrNotFound) {

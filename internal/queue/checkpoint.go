@@ -49,9 +49,6 @@ func (s *Spool) checkpoint() error {
 	if len(segs) == 0 {
 		return nil
 	}
-	if s.ckptErr != nil {
-		return s.ckptErr
-	}
 	for _, seg := range segs {
 		seg.pending.Wait()
 	}
@@ -59,6 +56,11 @@ func (s *Spool) checkpoint() error {
 	if err := s.materialize(ids); err != nil {
 		// Nothing was synced: try again at the next checkpoint.
 		return fmt.Errorf("queue: checkpoint: %w", err)
+	}
+	if s.ckptErr != nil {
+		// The messages still get their files, so that memory stays
+		// bounded, but the segments stay until the next Open.
+		return s.ckptErr
 	}
 	err := s.syncMsgFiles(ids)
 	if err == nil {

@@ -490,3 +490,50 @@ func TestJournalWriteError(t *testing.T) {
 		t.Errorf("after the crash: %+v %v", list, err)
 	}
 }
+
+// TestRemovalWhileClosing: once the journal is closed (Close, before its
+// last checkpoint), the removal of a resident message cannot be made
+// durable, so it fails rather than return nil and come back after a crash.
+func TestRemovalWhileClosing(t *testing.T) {
+	clk := newClock()
+	dir := t.TempDir()
+	s := openNoCheckpoint(t, dir, clk, nil)
+	ctx := context.Background()
+	id := put(t, s, env("a@x", "b@y"), "hello")
+	ls := lease(t, s, 1)
+	s.jnl.close() // as Close does before its final checkpoint
+	_, err := s.Update(ctx, ls[0], []Result{{Addr: "b@y", State: Delivered, Reply: "250 ok"}})
+	if !errors.Is(err, ErrClosed) {
+		t.Errorf("Update removing a resident message while closing: %v, want ErrClosed", err)
+	}
+	abandon(t, s) // a crash before Close's checkpoint finished
+	s = openNoCheckpoint(t, dir, clk, nil)
+	get(t, s, id) // not removed: delivered again, never lost
+}
+
+// TestCheckpointAfterSyncFailure: after a checkpoint's sync failed, later
+// checkpoints still give resident messages their files (memory stays
+// bounded) but keep every segment for the next Open.
+func TestCheckpointAfterSyncFailure(t *testing.T) {
+	dir := t.TempDir()
+	s := openNoCheckpoint(t, dir, nil, nil)
+	s.ckptMu.Lock()
+	s.ckptErr = errors.New("simulated EIO")
+	s.ckptMu.Unlock()
+	id := put(t, s, env("a@x", "b@y"), "hello")
+	if err := s.checkpoint(); err == nil {
+		t.Error("checkpoint after a failed sync succeeded")
+	}
+	if s.residentOf(id) != nil {
+		t.Error("still resident after a checkpoint: memory would grow with the queue")
+	}
+	if got := spoolFiles(t, dir); len(got) != 2 {
+		t.Errorf("files: %q", got)
+	}
+	if f := journalFiles(t, dir); len(f) != 1 {
+		t.Errorf("journal after a checkpoint that could not sync: %q, want the segment kept", f)
+	}
+	if b := bodyOf(t, s, id); b != "hello" {
+		t.Errorf("body %q", b)
+	}
+}

@@ -88,12 +88,18 @@ func (s *Spool) journalMessage(id string) (journalMsg, bool) {
 // is stopped, or its checkpoints fail).
 func (s *Spool) awaitFiles(ctx context.Context, id string, maxWait time.Duration) error {
 	deadline := time.Now().Add(maxWait)
+	var lastLook time.Time
 	for {
-		if _, ok := s.journalMessage(id); !ok {
-			if _, err := os.Stat(s.statePath(id)); err == nil {
-				return nil
+		// The journal first (see journalView), at most twice a second:
+		// it can be large.
+		if now := time.Now(); now.Sub(lastLook) >= 500*time.Millisecond {
+			lastLook = now
+			if _, ok := s.journalMessage(id); !ok {
+				if _, err := os.Stat(s.statePath(id)); err == nil {
+					return nil
+				}
+				return fmt.Errorf("%w: %s", ErrNotFound, id)
 			}
-			return fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
 		if _, err := os.Stat(s.statePath(id)); err == nil {
 			return nil

@@ -37,6 +37,13 @@ func (s *Spool) mutate(ctx context.Context, id string, fn func(m *Message) (acti
 		// Materialized meanwhile: the files decide.
 	}
 	if !s.owner {
+		// A message resident in the owner's memory: wait, before taking
+		// any lock, for a checkpoint to give it its files.
+		if _, err := os.Stat(s.bodyPath(id)); errors.Is(err, fs.ErrNotExist) {
+			if err := s.awaitFiles(ctx, id, s.awaitMax); err != nil {
+				return Message{}, keep, err
+			}
+		}
 		gl, err := os.OpenFile(s.lockPath(), os.O_RDWR, 0)
 		if err != nil {
 			return Message{}, keep, fmt.Errorf("queue: %w", err)
@@ -47,14 +54,6 @@ func (s *Spool) mutate(ctx context.Context, id string, fn func(m *Message) (acti
 		}
 	}
 	bf, err := os.Open(s.bodyPath(id))
-	if errors.Is(err, fs.ErrNotExist) && !s.owner {
-		// Resident in the owner's memory: wait for a checkpoint to
-		// give it its files.
-		if err := s.awaitFiles(ctx, id, s.awaitMax); err != nil {
-			return Message{}, keep, err
-		}
-		bf, err = os.Open(s.bodyPath(id))
-	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return Message{}, keep, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}

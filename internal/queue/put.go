@@ -39,7 +39,7 @@ func (s *Spool) Put(ctx context.Context, env Envelope, body io.Reader) (string, 
 	if id == "" {
 		id = NewID(now)
 	}
-	if err := s.reserve(id, env.ID == ""); err != nil {
+	if err := s.reserve(id); err != nil {
 		return "", err
 	}
 	reserved := true
@@ -160,12 +160,11 @@ func (s *Spool) putJournal(ctx context.Context, m *Message, rec []byte) (_ []byt
 }
 
 // reserve claims id for a Put, or fails with ErrExists if a message or a
-// Put in progress has it. Only the owner puts, so the index, the Puts in
-// progress, the journal and msg/ are all there is to check. A new ID from
-// NewID (fresh) skips msg/: every message there is in the index since
-// Open, and 40 random bits make a clash with one that is not (a message
-// set aside, say) as good as impossible.
-func (s *Spool) reserve(id string, fresh bool) error {
+// Put in progress has it. Only the owner puts, and every message in msg/
+// is in its index from Open on (Open removes or sets aside the others), so
+// the index, the Puts in progress and the journal are all there is to
+// check.
+func (s *Spool) reserve(id string) error {
 	s.mu.Lock()
 	_, queued := s.idx[id]
 	_, busy := s.putting[id]
@@ -180,21 +179,6 @@ func (s *Spool) reserve(id string, fresh bool) error {
 			s.unreserve(id)
 		}
 		return fmt.Errorf("%w: %s", ErrExists, id)
-	}
-	if fresh {
-		return nil
-	}
-	for _, p := range []string{s.statePath(id), s.bodyPath(id)} {
-		_, err := os.Lstat(p)
-		if err == nil {
-			err = fmt.Errorf("%w: %s", ErrExists, id)
-		} else if errors.Is(err, fs.ErrNotExist) {
-			continue
-		} else {
-			err = fmt.Errorf("queue: %w", err)
-		}
-		s.unreserve(id)
-		return err
 	}
 	return nil
 }

@@ -70,7 +70,11 @@ func (s *Spool) mutateResident(res *resident, fn func(m *Message) (action, error
 		}
 		res.msg = cloneMessage(&m)
 	case remove:
-		if _, err := s.jnl.tombstoneSync(m.ID); err != nil {
+		journaled, err := s.jnl.tombstoneSync(m.ID)
+		if err == nil && !journaled {
+			err = ErrClosed // the journal is closed: not durable
+		}
+		if err != nil {
 			return Message{}, keep, true, fmt.Errorf("queue: removing message: %w", err)
 		}
 		res.gone = true
@@ -142,20 +146,14 @@ func (s *Spool) materializeOne(id string, res *resident) error {
 	if err != nil {
 		return err
 	}
-	tmp := s.tmpPath(id, "json")
-	if err := writeFileNoSync(s.bodyPath(id), res.body); err != nil {
-		return fmt.Errorf("queue: writing message: %w", err)
+	// Through tmp/ and a rename, as the replay writes them: a file left
+	// by an attempt that failed halfway is replaced.
+	if err := s.replaceFile(id, "body", res.body); err != nil {
+		return err
 	}
-	err = writeFileNoSync(tmp, state)
-	if err == nil {
-		err = os.Rename(tmp, s.statePath(id))
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}
-	if err != nil {
+	if err := s.replaceFile(id, "json", state); err != nil {
 		os.Remove(s.bodyPath(id))
-		return fmt.Errorf("queue: writing message: %w", err)
+		return err
 	}
 	res.gone = true
 	s.mu.Lock()

@@ -63,9 +63,9 @@ import (
 // (every recipient done, or Delete) appends a tombstone and waits for it.
 // Most messages are delivered well before the next checkpoint, and so never
 // touch msg/: no file is created, renamed, fsynced or unlinked for them.
-// Attached processes do not see resident messages (`petrel queue list`
-// shows a message once a checkpoint has given it its files, within about a
-// second of its Put).
+// Attached processes read resident messages from the journal (journalView)
+// and, to change one, wait until a checkpoint has given it its files
+// (awaitFiles: within about two checkpoint intervals).
 //
 // A checkpoint runs every Options.CheckpointInterval (1 s by default), when
 // the current segment passes 64 MiB, and in Close. It rotates the journal
@@ -79,8 +79,9 @@ import (
 // and deletes the old segments (and fsyncs journal/). A materialization
 // that fails (a full disk) leaves the messages resident and the segments
 // in place, to be tried again at the next checkpoint; a sync that fails is
-// not retried: the segments are kept until the next Open, which rewrites
-// their messages. Memory thus holds the messages put within about a
+// not retried: later checkpoints still materialize (memory stays bounded)
+// but keep every segment until the next Open, which rewrites their
+// messages. Memory thus holds the messages put within about a
 // checkpoint interval, plus those being delivered.
 //
 // Bodies over 1 MiB (inlineMax) are not journaled, so that memory stays

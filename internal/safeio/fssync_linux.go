@@ -27,9 +27,16 @@ type FSSync struct {
 }
 
 // OpenFSSync returns an FSSync of the file system holding dir. Where there
-// is no syncfs (not Linux) it fails with errors.ErrUnsupported: fsync each
-// file instead.
+// is no syncfs that reports writeback errors (not Linux, or Linux before
+// 5.8) it fails with errors.ErrUnsupported: fsync each file instead.
+//
+// Once a syncfs has failed, Sync fails for good (see GroupSync): syncfs
+// reports a writeback error of any file of the file system once, to the
+// first syncfs after it, which may not be the one its writer waits for.
 func OpenFSSync(dir string) (*FSSync, error) {
+	if !syncfsReportsErrors() {
+		return nil, errors.ErrUnsupported
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return nil, err
@@ -58,3 +65,23 @@ func (s *FSSync) Sync() error { return s.g.Sync() }
 
 // Close releases the descriptor.
 func (s *FSSync) Close() error { return s.dir.Close() }
+
+// syncfsReportsErrors reports whether the running kernel's syncfs(2)
+// returns writeback errors: Linux 5.8 and later.
+func syncfsReportsErrors() bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	return kernelAtLeast(unix.ByteSliceToString(u.Release[:]), 5, 8)
+}
+
+// kernelAtLeast reports whether a kernel release string ("6.1.0-13-amd64")
+// is at least major.minor.
+func kernelAtLeast(release string, major, minor int) bool {
+	var ma, mi int
+	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || (ma == major && mi >= minor)
+}

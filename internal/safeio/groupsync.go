@@ -20,8 +20,7 @@ type GroupSync struct {
 	running bool
 	started uint64 // sequence number of the last fsync started
 	done    uint64 // sequence number of the last fsync finished
-	failSeq uint64 // sequence number of the last fsync that failed
-	failErr error
+	failErr error  // the first fsync that failed
 	count   uint64 // fsyncs done
 	waiters int    // callers waiting for a running fsync (for tests)
 }
@@ -38,12 +37,17 @@ func NewGroupSync(dir string, syncFn func(dir string) error) *GroupSync {
 }
 
 // Sync returns when an fsync of the directory that started after the call
-// has finished. It fails if that fsync or a later one failed: after a
-// failed fsync the kernel may have dropped what it could not write, so
-// nothing since is trusted until a later fsync succeeds.
+// has finished. Once an fsync has failed, Sync fails for good: after a
+// failed fsync the kernel may have dropped what it could not write, and it
+// reports the error once, to whichever fsync comes first (which may be one
+// that started before a later caller's call), so a later fsync that
+// succeeds proves nothing.
 func (g *GroupSync) Sync() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.failErr != nil {
+		return fmt.Errorf("sync %s: an earlier sync failed: %w", g.dir, g.failErr)
+	}
 	want := g.started + 1
 	for g.done < want {
 		if g.running {
@@ -61,12 +65,12 @@ func (g *GroupSync) Sync() error {
 		g.running = false
 		g.done = seq
 		g.count++
-		if err != nil {
-			g.failSeq, g.failErr = seq, err
+		if err != nil && g.failErr == nil {
+			g.failErr = err
 		}
 		g.cond.Broadcast()
 	}
-	if g.failSeq >= want {
+	if g.failErr != nil {
 		return fmt.Errorf("sync %s: %w", g.dir, g.failErr)
 	}
 	return nil

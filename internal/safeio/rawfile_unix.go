@@ -54,9 +54,15 @@ func (f *RawFile) Sync() error {
 	return nil
 }
 
-// Close closes the file; it must not be used after.
+// Close closes the file; it must not be used after. A second Close does
+// nothing (the descriptor number may belong to another file by then).
 func (f *RawFile) Close() error {
-	if err := syscall.Close(f.fd); err != nil {
+	if f.fd < 0 {
+		return nil
+	}
+	fd := f.fd
+	f.fd = -1
+	if err := syscall.Close(fd); err != nil {
 		return &fs.PathError{Op: "close", Path: f.path, Err: err}
 	}
 	return nil

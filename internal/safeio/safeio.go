@@ -45,3 +45,12 @@ func WriteFile(path string, data []byte, perm fs.FileMode) (err error) {
 	}
 	return SyncDir(dir)
 }
+
+// linkUnlink is RenameNoReplace by a hard link and an unlink of the old
+// name.
+func linkUnlink(oldpath, newpath string) error {
+	if err := os.Link(oldpath, newpath); err != nil {
+		return err
+	}
+	return os.Remove(oldpath)
+}

@@ -58,6 +58,9 @@ func TestRawFile(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if err := f.Close(); err != nil {
+		t.Errorf("second Close: %v (it must do nothing: the descriptor may be another file's by then)", err)
+	}
 	b, err := os.ReadFile(path)
 	if err != nil || string(b) != "hello, world" {
 		t.Errorf("file = %q, %v", b, err)
@@ -67,5 +70,28 @@ func TestRawFile(t *testing.T) {
 	}
 	if _, err := safeio.CreateNew(path, 0o600); !errors.Is(err, fs.ErrExist) {
 		t.Errorf("CreateNew of an existing file: %v, want ErrExist", err)
+	}
+}
+
+func TestRenameNoReplace(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	os.WriteFile(a, []byte("a"), 0o600)
+	os.WriteFile(b, []byte("b"), 0o600)
+	if err := safeio.RenameNoReplace(a, b); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("rename over an existing file: %v, want ErrExist", err)
+	}
+	if got, _ := os.ReadFile(b); string(got) != "b" {
+		t.Errorf("the existing file was replaced: %q", got)
+	}
+	c := filepath.Join(dir, "c")
+	if err := safeio.RenameNoReplace(a, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(a); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("old name still there: %v", err)
+	}
+	if got, _ := os.ReadFile(c); string(got) != "a" {
+		t.Errorf("renamed file holds %q", got)
 	}
 }
