@@ -141,7 +141,9 @@ type Options struct {
 	// MaxConns bounds the deliveries in progress in total (default 100),
 	// MaxPerDomain those to one destination domain (default 20), as
 	// Postfix's default_process_limit and
-	// default_destination_concurrency_limit.
+	// default_destination_concurrency_limit: SMTP and LMTP deliveries,
+	// which hold connections (local Maildir deliveries are bounded by the
+	// delivery loop's workers).
 	MaxConns, MaxPerDomain int
 	// IdleTimeout is how long an idle connection is kept for the next
 	// message (default 5 s); MaxMessagesPerConn how many messages one
@@ -379,11 +381,16 @@ func (d *Deliverer) deliverDomain(ctx context.Context, msg queue.Message, dom st
 	case d.opts.LMTP != nil && (d.local[dom] || dom == ""):
 		limitKey = "lmtp " + d.opts.LMTP.Addr
 	}
-	release, err := d.limits.acquire(ctx, limitKey)
-	if err != nil {
-		return all(rcpts, queue.Deferred, "451 4.4.5 Delivery not attempted: "+err.Error(), "")
+	// Local Maildir deliveries open no connection: the delivery loop's
+	// workers bound them, and the Maildir store batches them.
+	maildirLocal := (d.local[dom] || (dom == "" && d.opts.Local != nil)) && d.opts.LMTP == nil
+	if !maildirLocal {
+		release, err := d.limits.acquire(ctx, limitKey)
+		if err != nil {
+			return all(rcpts, queue.Deferred, "451 4.4.5 Delivery not attempted: "+err.Error(), "")
+		}
+		defer release()
 	}
-	defer release()
 	data, err := b.get()
 	if err != nil {
 		d.log.Error("cannot read queued message", "id", msg.ID, "err", err)

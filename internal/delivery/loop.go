@@ -21,7 +21,7 @@ type Loop struct {
 	Deliverer *Deliverer
 	// ReportingMTA is this host's name in DSNs. Required.
 	ReportingMTA string
-	// Workers is how many messages are delivered at once (default 32);
+	// Workers is how many messages are delivered at once (default 64);
 	// the Deliverer's limits still apply. A worker mostly waits (on an
 	// fsync, a remote server), so many cost little, and concurrent
 	// deliveries share their fsyncs.
@@ -41,7 +41,7 @@ type Loop struct {
 func (l *Loop) Run(ctx context.Context) error {
 	workers := l.Workers
 	if workers <= 0 {
-		workers = 32
+		workers = 64
 	}
 	poll := l.Poll
 	if poll <= 0 {

@@ -18,14 +18,20 @@ func (s *Spool) checkpointLoop(stop <-chan struct{}, done chan<- struct{}) {
 	t := time.NewTicker(s.ckptEvery)
 	defer t.Stop()
 	var last error
+	var cut time.Time
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
+			// The segment rotated now waits for the next tick: its
+			// last messages were put a moment ago, and most of them
+			// will be delivered (and need no files) by then.
+			cut = time.Now().Add(-s.ckptEvery / 2)
 		case <-s.jnl.full:
+			cut = time.Time{}
 		}
-		err := s.checkpoint()
+		err := s.checkpointBefore(cut)
 		if err != nil && err != last {
 			s.log.Error("queue: checkpoint failed", "err", err)
 		}
@@ -42,10 +48,17 @@ func (s *Spool) checkpointLoop(stop <-chan struct{}, done chan<- struct{}) {
 // dropped the data it could not write while the page cache still shows it,
 // so a later sync that succeeds proves nothing. The journal then keeps every
 // segment until the next Open, which rewrites the messages from it.
-func (s *Spool) checkpoint() error {
+func (s *Spool) checkpoint() error { return s.checkpointBefore(time.Time{}) }
+
+// checkpointBefore is checkpoint for the segments that stopped taking
+// records before cut (all of them if cut is zero).
+func (s *Spool) checkpointBefore(cut time.Time) error {
 	s.ckptMu.Lock()
 	defer s.ckptMu.Unlock()
 	segs := s.jnl.rotate()
+	if !cut.IsZero() {
+		segs = s.jnl.retiredBefore(segs, cut)
+	}
 	if len(segs) == 0 {
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/petrel-mta/petrel/internal/safeio"
 )
@@ -214,7 +215,8 @@ type segment struct {
 	dirty  bool // written since the last fdatasync
 	broken bool // a write or fdatasync failed: append no more
 
-	ids []string // of the Put records in it; guarded by journal.mu
+	ids     []string  // of the Put records in it; guarded by journal.mu
+	retired time.Time // when it stopped taking records; guarded by journal.mu
 
 	// pending counts the Puts committed to this segment that have not
 	// yet written their files to msg/; a checkpoint waits for them.
@@ -514,6 +516,7 @@ func (j *journal) retire(syncFn func(*os.File) error) {
 		j.log.Error("queue: journal close failed", "segment", filepath.Base(seg.path), "err", err)
 	}
 	j.mu.Lock()
+	seg.retired = time.Now()
 	j.finished = append(j.finished, seg)
 	j.mu.Unlock()
 }
@@ -537,6 +540,20 @@ func (j *journal) rotate() []*segment {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return append([]*segment(nil), j.finished...)
+}
+
+// retiredBefore returns the segments of segs (in order) that stopped
+// taking records before cut.
+func (j *journal) retiredBefore(segs []*segment, cut time.Time) []*segment {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []*segment
+	for _, seg := range segs {
+		if seg.retired.Before(cut) {
+			out = append(out, seg)
+		}
+	}
+	return out
 }
 
 // segmentIDs returns the IDs of the Put records in segs.
