@@ -281,9 +281,9 @@ func (r *results) targets() []target {
 	ratioTarget("≥ 4× Postfix's messages/s, 100 KiB, 16 × 100", large, 16, 100, rate, ge(4))
 	ratioTarget("≥ 2.5× Postfix's messages/s, 1 KiB, 16 × 1", small, 16, 1, rate, ge(2.5))
 	ratioTarget("≥ 2.5× Postfix's messages/s, 100 KiB, 16 × 1", large, 16, 1, rate, ge(2.5))
-	for _, c := range r.Cells {
-		ratioTarget(fmt.Sprintf("≤ 0.15× Postfix's CPU per message, %s", c), c.Size, c.Conns, c.PerConn, cpu, le(0.15))
-	}
+	// The CPU target is the reused-connection cell's; the CPU table
+	// gives the others.
+	ratioTarget("≤ 0.15× Postfix's CPU per message, 1 KiB, 16 × 100", small, 16, 100, cpu, le(0.15))
 	for _, c := range r.Cells {
 		ratioTarget(fmt.Sprintf("p99 ≤ Postfix's, %s", c), c.Size, c.Conns, c.PerConn, p99, le(1))
 	}
@@ -292,6 +292,7 @@ func (r *results) targets() []target {
 		runs []idleSample
 	}{
 		{fmt.Sprintf("≤ 32 KiB per idle session, %d sessions (RSS)", r.Idle), r.IdleRuns[vPetrel]},
+		{fmt.Sprintf("≤ 32 KiB per idle session, X25519MLKEM768, %d sessions (RSS)", r.Idle), r.IdleRuns[vMLKEM]},
 		{fmt.Sprintf("≤ 32 KiB per idle session, Petrel alone, %d sessions (RSS)", r.IdleAlone), r.AloneRuns},
 	} {
 		s := spreadOf(idleValues(x.runs, func(s idleSample) float64 { return s.RSS }))
@@ -359,7 +360,7 @@ func (r *results) writeMethod(w io.Writer) {
 		"Petrel: `petrel serve` with `[local] recipients = \"any\"` (Maildir delivery), `[limits] max_connections = max_connections_per_ip = 20000`, log level info to a file. Its data directory is next to Postfix's, on the same file system.",
 		"Load: `petrel bench --starttls --tls-group GROUP --pipelining --conns C --msgs-per-conn M --total N --size S`: a full TLS 1.3 handshake per session (no resumption), the certificate not verified per session. The load generator is a separate process on the same CPUs; its CPU time is not counted. Messages per run (`--total`) are in the first table; they give the slower server several seconds on the machine they were chosen on; `--scale F` multiplies them.",
 		"CPU: the server's user + system time over the run, from just before the load until its queue was empty and every accepted message was in the Maildir (so local delivery is included), divided by the messages accepted. Petrel: utime + stime of its one process (/proc/PID/stat). Postfix: the master's utime + stime + cutime + cstime (the children it has reaped) plus utime + stime of each of its live children (smtpd, cleanup, qmgr, trivial-rewrite, virtual, tlsmgr, anvil, postlogd, ...): a daemon that lives through the run, starts in it or exits in it is counted once. Clock ticks are 10 ms.",
-		"Between runs each server's queue drains (Postfix: its queue directories are empty; Petrel: `petrel queue list --json` is empty) and the delivered files are removed, so a run's background deliveries are billed to that run only. A queue that has not drained " + r.DrainTimeout.String() + " after the load (`--drain-timeout`) is not waited for longer: the CPU time is read then (it covers receiving every message and delivering those in the Maildir; flagged) and the rest is thrown away (Petrel: restarted with an empty data directory; Postfix: `postsuper -d ALL`).",
+		"Between runs each server's queue drains (Postfix: its queue directories are empty; Petrel: `petrel queue list --json` is empty) and the delivered files are moved out of the Maildir (not deleted until the end: on ext4 without a journal, files created within 30 s of many deletions are slower to create, which would bill one server's cleanup to the next run), so a run's background deliveries are billed to that run only. A queue that has not drained " + r.DrainTimeout.String() + " after the load (`--drain-timeout`) is not waited for longer: the CPU time is read then (it covers receiving every message and delivering those in the Maildir; flagged) and the rest is thrown away (Petrel: restarted with an empty data directory; Postfix: `postsuper -d ALL`).",
 		"Memory: Postfix is reloaded first and measured once no smtpd process is left (before the next round's runs, the idle sessions' smtpd processes are left to exit, after Postfix's max_idle of 100 s, so that they are not billed to a run); Petrel is restarted. RSS and PSS come from /proc/PID/smaps_rollup of every process of the server (Postfix: every process with the instance's MAIL_CONFIG; Petrel: its process), sampled before the sessions and " + settleTime.String() + " after the last one opened.",
 		"Outbound: Postfix queues the batch on hold (a second instance with `smtpd_data_restrictions = check_client_access static:HOLD`, `relayhost = [127.0.0.1]:SINK`, `smtp_tls_security_level = encrypt`; Postfix's default `smtp_tls_connection_reuse = no` and destination concurrency 20); the release is `postsuper -H ALL` then `postqueue -f`, so no delivery was ever attempted and no retry backoff applies. Petrel queues it with `petrel serve --hold` (`smarthost = \"127.0.0.1:SINK\"`, `smarthost_tls = \"encrypt\"`, 127.0.0.1 a trusted network); the release is its restart without `--hold`, whose start-up is inside the time. `petrel bench sink --exit-after N` records when the first and the N-th message arrived. A batch not all at the sink " + r.OutboundTimeout.String() + " after the release (`--outbound-timeout`) is given up: messages/s is then the messages at the sink over that time (flagged). CPU: Postfix as above, from the release to an empty queue; Petrel's new process from its start to an empty queue; per message delivered.",
 	}
