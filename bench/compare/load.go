@@ -272,11 +272,14 @@ func waitDrained(ctx context.Context, srv server, want int, timeout time.Duratio
 
 // clearMaildir moves the delivered messages out of the server's Maildir
 // (into a directory next to it, removed with the run's directory at the
-// end), so that the next run starts with an empty Maildir. It moves rather
-// than deletes them: on ext4 without a journal (as here) a file created
-// within 30 s of many deletions pays for it (the inode allocator skips
-// recently deleted inodes, reading each one's inode block), and deleting a
-// run's files would bill that to whichever server runs next.
+// end), so that the next run starts with an empty Maildir, then syncs the
+// file systems. It moves rather than deletes them: on ext4 without a
+// journal (as here) a file created within 30 s of many deletions pays for
+// it (the inode allocator skips recently deleted inodes, reading each
+// one's inode block), and deleting a run's files would bill that to
+// whichever server runs next; the sync(2) likewise keeps the next server's
+// syncfs and fsyncs from writing back what the last run and the moves left
+// dirty.
 func clearMaildir(srv server) error {
 	files, err := maildirFiles(srv.Maildir())
 	if err != nil {
@@ -295,5 +298,8 @@ func clearMaildir(srv server) error {
 			return err
 		}
 	}
+	// Write back what the moves dirtied (and the last run's files), so
+	// that the next server's syncs and fsyncs do not do it for them.
+	syscall.Sync()
 	return nil
 }
