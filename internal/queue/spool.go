@@ -163,18 +163,20 @@ import (
 // recovers, and keeps an in-memory index of due times, so that Lease costs
 // O(due), not O(queue). Only the owner puts, leases and writes the journal;
 // its leases live in memory and die with it. Other processes (`petrel queue
-// list|show|flush|delete|bounce`) use Attach: they read state files (always
-// whole, thanks to rename; the page cache is shared, so a file that the
-// owner has not synced yet reads the same) and change them under the locks
+// list|show|flush|delete|bounce`) use Attach: they read the journal (for
+// resident messages) and then state files (always whole, thanks to rename;
+// the page cache is shared, so a file that the owner has not synced yet
+// reads the same) and change messages that have files under the locks
 // below, then leave a hint in notify/ that the owner reads at its next
 // Lease.
 //
-// Every change to an existing message (by the owner or an attached process)
-// holds an exclusive flock(2) on the message's body file, which is never
-// replaced (but by the replay in Open, which excludes everyone), and
-// re-reads the state file under it: changes to one message are serialized
-// across processes, and changes to different messages run in parallel and
-// share directory fsyncs. An attached process also holds the shared
+// Every change to a message with files (by the owner or an attached
+// process) holds an exclusive flock(2) on the message's body file, which is
+// replaced only by a materialization (before anyone can lock it: the
+// message had no files) and by the replay in Open (which excludes
+// everyone), and re-reads the state file under it: changes to one message
+// are serialized across processes, and changes to different messages run
+// in parallel and share directory fsyncs. An attached process also holds the shared
 // queue-wide lock, so that Open never recovers (empties tmp/, replays the
 // journal) under its feet.
 type Spool struct {
