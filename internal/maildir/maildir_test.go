@@ -482,3 +482,31 @@ func TestDeliverBytesAfterClose(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// BenchmarkDeliverParallel: 1 KiB messages into one mailbox from 16
+// goroutines (b.SetParallelism(8) on two CPUs here), each durable before it
+// returns: Deliver (a file, its fsync or a shared syncfs, a rename and a
+// shared fsync of new/ per call) against DeliverBytes (the calls waiting at
+// one moment made together by one goroutine).
+func BenchmarkDeliverParallel(b *testing.B) {
+	msg := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n"), 16)
+	for _, d := range deliverers {
+		b.Run(d.name, func(b *testing.B) {
+			s, err := New(filepath.Join(b.TempDir(), "mail"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			b.SetParallelism(8)
+			b.SetBytes(int64(len(msg)))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, _, err := d.fn(s, context.Background(), []string{"bench"}, msg); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
