@@ -416,6 +416,13 @@ func (c *conn) writeReply(e *smtp.Error) {
 
 func (c *conn) writeReplyLines(code int, enh smtp.EnhancedCode, lines ...string) {
 	c.replyBuf = smtp.AppendReply(c.replyBuf[:0], code, enh, lines...)
+	if len(c.replyBuf) > c.w.Available() {
+		// The buffer writes to the connection now, not at flush: with
+		// a fresh deadline, not the one of the last flush (a pipelined
+		// burst after a long pause would meet a stale one). A write
+		// error stays in c.w for the next flush.
+		_ = c.raw.SetWriteDeadline(time.Now().Add(c.s.opts.CommandTimeout))
+	}
 	_, _ = c.w.Write(c.replyBuf)
 	if c.debug {
 		c.log.Debug("S: " + strings.ReplaceAll(strings.TrimSuffix(string(c.replyBuf), "\r\n"), "\r\n", "\\r\\n"))
