@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 
 	"github.com/petrel-mta/petrel/internal/safeio"
@@ -127,24 +126,13 @@ func (s *Store) deliverBatch(batch []*batchReq) {
 		if r.err != nil {
 			continue
 		}
-		id := r.base + ",S=" + strconv.Itoa(len(r.data))
-		for i, d := range r.dirs {
-			dst := filepath.Join(d, "new", id)
-			var err error
-			if i == len(r.dirs)-1 {
-				err = safeio.RenameNoReplace(r.spool, dst)
-			} else {
-				err = os.Link(r.spool, dst)
-			}
-			if err != nil {
-				r.err = fmt.Errorf("maildir: %w", err)
-				break
-			}
-			r.linked = append(r.linked, dst)
-			newDirs[d] = append(newDirs[d], r)
-		}
+		r.linked, r.err = publish(r.spool, r.dirs, r.base+",S="+strconv.Itoa(len(r.data)))
 		if r.err != nil {
-			s.undo(r)
+			os.Remove(r.spool)
+			continue
+		}
+		for _, d := range r.dirs {
+			newDirs[d] = append(newDirs[d], r)
 		}
 	}
 	for d, rs := range newDirs {

@@ -185,31 +185,8 @@ func (s *Store) Deliver(ctx context.Context, mailboxes []string, msg io.Reader) 
 		return "", 0, fmt.Errorf("maildir: %w", err)
 	}
 
-	spoolFile, base, size, err := s.writeSpool(ctx, msg)
-	if err != nil {
-		return "", 0, err
-	}
-	// The spool file is only a staging copy: it is linked into each
-	// mailbox but the last, and renamed into that one (a rename is one
-	// system call where a link and an unlink are two).
-	renamed := false
-	defer func() {
-		if !renamed {
-			os.Remove(spoolFile)
-		}
-	}()
-
-	id = base + ",S=" + strconv.FormatInt(size, 10)
-	var linked []string
-	defer func() {
-		if err != nil {
-			for _, l := range linked {
-				os.Remove(l)
-			}
-		}
-	}()
 	syncs := make([]*safeio.GroupSync, 0, len(dirs))
-	for i, d := range dirs {
+	for _, d := range dirs {
 		if err := ctx.Err(); err != nil {
 			return "", 0, fmt.Errorf("maildir: %w", err)
 		}
@@ -218,27 +195,54 @@ func (s *Store) Deliver(ctx context.Context, mailboxes []string, msg io.Reader) 
 			return "", 0, err
 		}
 		syncs = append(syncs, gs)
-		dst := filepath.Join(d, "new", id)
-		if i == len(dirs)-1 {
-			// Never over a message already there, should a unique
-			// name repeat (a clock stepped back, a reused PID).
-			err = safeio.RenameNoReplace(spoolFile, dst)
-			renamed = err == nil
-		} else {
-			err = os.Link(spoolFile, dst)
-		}
-		if err != nil {
-			return "", 0, fmt.Errorf("maildir: %w", err)
-		}
-		linked = append(linked, dst)
+	}
+	spoolFile, base, size, err := s.writeSpool(ctx, msg)
+	if err != nil {
+		return "", 0, err
+	}
+	id = base + ",S=" + strconv.FormatInt(size, 10)
+	linked, err := publish(spoolFile, dirs, id)
+	if err != nil {
+		os.Remove(spoolFile)
+		return "", 0, err
 	}
 	// Concurrent deliveries into a mailbox share its fsyncs of new/.
 	for _, gs := range syncs {
 		if err := gs.Sync(); err != nil {
+			for _, l := range linked {
+				os.Remove(l)
+			}
 			return "", 0, fmt.Errorf("maildir: %w", err)
 		}
 	}
 	return id, size, nil
+}
+
+// publish gives the durable spool file its names: it links it into new/ of
+// each of dirs but the last, as id, and renames it into the last one's (a
+// rename is one system call where a link and an unlink are two), never over
+// a message already there, should a unique name repeat (a clock stepped
+// back, a reused PID). On error it removes the names it made; the spool
+// file is then still there. It returns the names.
+func publish(spoolFile string, dirs []string, id string) ([]string, error) {
+	linked := make([]string, 0, len(dirs))
+	for i, d := range dirs {
+		dst := filepath.Join(d, "new", id)
+		var err error
+		if i == len(dirs)-1 {
+			err = safeio.RenameNoReplace(spoolFile, dst)
+		} else {
+			err = os.Link(spoolFile, dst)
+		}
+		if err != nil {
+			for _, l := range linked {
+				os.Remove(l)
+			}
+			return nil, fmt.Errorf("maildir: %w", err)
+		}
+		linked = append(linked, dst)
+	}
+	return linked, nil
 }
 
 // dirsOf maps mailboxes to their directories, without duplicates.

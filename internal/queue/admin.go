@@ -23,9 +23,8 @@ func (s *Spool) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 		return nil, ErrNotFound
 	}
 	if res := s.residentOf(id); res != nil {
-		if _, ok := res.snapshot(); ok {
-			return memBody{bytes.NewReader(res.body), res.body}, nil
-		}
+		// Never changed, also once materialized.
+		return memBody{bytes.NewReader(res.body), res.body}, nil
 	}
 	// An attached process reads the journal first (see journalView): a
 	// message resident in the owner's memory is there.

@@ -114,21 +114,22 @@ func appendPutRecord(buf []byte, salt uint32, id string, body, state []byte) []b
 
 // appendTombstone appends a tombstone record for id to buf.
 func appendTombstone(buf []byte, salt uint32, id string) []byte {
-	start := len(buf)
-	buf = append(buf, make([]byte, recHeaderLen)...)
-	buf = append(buf, recTombstone)
-	buf = append(buf, id...)
-	sealRecord(salt, buf[start:])
-	return buf
+	return appendIDRecord(buf, salt, recTombstone, id, nil)
 }
 
 // appendStateRecord appends a state record for id to buf.
 func appendStateRecord(buf []byte, salt uint32, id string, state []byte) []byte {
+	return appendIDRecord(buf, salt, recState, id, state)
+}
+
+// appendIDRecord appends a record of kind for id, with rest after the ID,
+// to buf.
+func appendIDRecord(buf []byte, salt uint32, kind byte, id string, rest []byte) []byte {
 	start := len(buf)
 	buf = append(buf, make([]byte, recHeaderLen)...)
-	buf = append(buf, recState)
+	buf = append(buf, kind)
 	buf = append(buf, id...)
-	buf = append(buf, state...)
+	buf = append(buf, rest...)
 	sealRecord(salt, buf[start:])
 	return buf
 }

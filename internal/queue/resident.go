@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -175,10 +174,9 @@ type memBody struct {
 func (m memBody) Close() error  { return nil }
 func (m memBody) Bytes() []byte { return m.b }
 
-// newResident makes the resident form of message m, just put, whose body
-// is body (copied: the caller's buffer is reused).
+// newResident makes the resident form of message m, just put (Put's own
+// copy, which it no longer changes), whose body is body (copied: the
+// caller's buffer is reused).
 func newResident(m *Message, body []byte) *resident {
-	c := cloneMessage(m)
-	c.Attrs = maps.Clone(m.Attrs)
-	return &resident{msg: c, body: slices.Clone(body)}
+	return &resident{msg: *m, body: slices.Clone(body)}
 }
