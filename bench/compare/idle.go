@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -40,9 +39,8 @@ const settleTime = 3 * time.Second
 // until all are open, samples again, and ends the sessions.
 func measureIdle(ctx context.Context, t tools, srv server, n int, group string) (s idleSample) {
 	s.Target = n
-	var problems []string
-	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-	defer func() { s.Problem = strings.Join(problems, "; ") }()
+	problems, problem := problemList(&s.Problem)
+	defer problems.done()
 
 	base, err := srv.Memory()
 	if err != nil {
@@ -137,7 +135,7 @@ func measureIdle(ctx context.Context, t tools, srv server, n int, group string) 
 	if s.Open > 0 && s.Loaded.Processes > 0 {
 		s.RSS = float64(s.Loaded.RSS-s.Base.RSS) / float64(s.Open)
 		s.PSS = float64(s.Loaded.PSS-s.Base.PSS) / float64(s.Open)
-	} else if len(problems) == 0 {
+	} else if len(problems.list) == 0 {
 		problem("no sample")
 	}
 	return s

@@ -177,9 +177,8 @@ func loadArgs(addr string, c cell, group, to string) []string {
 // delivered files are removed. When the queue did not drain, the caller
 // must empty it before the next run (Drained false).
 func runLoad(ctx context.Context, t tools, srv server, c cell, group string, drainTimeout time.Duration) (s loadSample) {
-	var problems []string
-	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-	defer func() { s.Problem = strings.Join(problems, "; ") }()
+	problems, problem := problemList(&s.Problem)
+	defer problems.done()
 
 	cpu0, err := srv.CPU()
 	if err != nil {
@@ -229,6 +228,26 @@ func runLoad(ctx context.Context, t tools, srv server, c cell, group string, dra
 	}
 	return s
 }
+
+// problemLog collects the problems of a run for its sample's Problem.
+type problemLog struct {
+	dst  *string
+	list []string
+}
+
+// problemList returns a problemLog writing to *dst, and its add method.
+// Defer its done.
+func problemList(dst *string) (*problemLog, func(format string, args ...any)) {
+	p := &problemLog{dst: dst}
+	return p, p.add
+}
+
+func (p *problemLog) add(format string, args ...any) {
+	p.list = append(p.list, fmt.Sprintf(format, args...))
+}
+
+// done writes the problems noted, joined, to the sample.
+func (p *problemLog) done() { *p.dst = strings.Join(p.list, "; ") }
 
 func errorSummary(rep *bench.Report) string {
 	var parts []string

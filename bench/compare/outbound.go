@@ -218,9 +218,8 @@ var postfixGroupRE = regexp.MustCompile(`TLS connection established to \S+: (\S+
 // (hold to deferred) and `postqueue -f` (deliver the deferred queue now).
 func outboundPostfix(ctx context.Context, r *runCtx, n int, timeout time.Duration) (s outSample) {
 	s.N = n
-	var problems []string
-	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-	defer func() { s.Problem = strings.Join(problems, "; ") }()
+	problems, problem := problemList(&s.Problem)
+	defer problems.done()
 
 	sink, err := r.tools.startSink(ctx, r.certFile, r.keyFile, n)
 	if err != nil {
@@ -284,9 +283,8 @@ var petrelGroupRE = regexp.MustCompile(`msg="delivery attempt".* tls="?([^"]+?)"
 // queue.
 func outboundPetrel(ctx context.Context, r *runCtx, n, round int, timeout time.Duration) (s outSample) {
 	s.N = n
-	var problems []string
-	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-	defer func() { s.Problem = strings.Join(problems, "; ") }()
+	problems, problem := problemList(&s.Problem)
+	defer problems.done()
 
 	sink, err := r.tools.startSink(ctx, r.certFile, r.keyFile, n)
 	if err != nil {
