@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/petrel-mta/petrel/internal/quickack"
 	"github.com/petrel-mta/petrel/smtp"
 )
 
@@ -119,7 +120,7 @@ type Client struct {
 	raw      net.Conn
 	rawSys   syscall.RawConn // raw's, for the receive-queue check; may be nil
 	conn     net.Conn        // raw, or the *tls.Conn over it
-	qa       *quickAckConn
+	qa       *quickack.Conn
 	r        *bufio.Reader
 	w        *bufio.Writer
 	ext      map[string]string // EHLO keywords (upper case) and their parameters
@@ -230,7 +231,7 @@ func New(ctx context.Context, nc net.Conn, host string, opts Options) (*Client, 
 		c.rawSys, _ = sc.SyscallConn()
 	}
 	if !opts.NoQuickAck && !c.unix {
-		c.qa = newQuickAckConn(nc)
+		c.qa = quickack.New(nc)
 		c.conn = c.qa
 	}
 	c.r = bufio.NewReaderSize(c.conn, 4096)
@@ -254,7 +255,7 @@ func New(ctx context.Context, nc net.Conn, host string, opts Options) (*Client, 
 	}
 	if c.qa != nil {
 		// The handshake and the first replies inside TLS are done.
-		c.qa.arm(false)
+		c.qa.Arm(false)
 	}
 	return c, nil
 }

@@ -197,7 +197,7 @@ func (c *Client) handshake(ctx context.Context) error {
 		cfg.ServerName = ""
 	}
 	if c.qa != nil {
-		c.qa.arm(true)
+		c.qa.Arm(true)
 	}
 	tc := tls.Client(c.conn, cfg)
 	hctx, cancel := context.WithTimeout(ctx, c.opts.Timeouts.TLSHandshake)
@@ -207,7 +207,7 @@ func (c *Client) handshake(ctx context.Context) error {
 	_ = c.raw.SetDeadline(time.Time{})
 	if err != nil {
 		if c.qa != nil {
-			c.qa.arm(false)
+			c.qa.Arm(false)
 		}
 		return &TLSError{Reason: "handshake failed", Err: err, retryPlain: true}
 	}

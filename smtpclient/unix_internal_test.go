@@ -62,7 +62,7 @@ func TestUnixSocketSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !c.unix || c.qa != nil || c.rawSys == nil {
-		t.Errorf("unix %v, quickAckConn %v, raw socket %v: want a unix socket, unwrapped, with its raw socket", c.unix, c.qa, c.rawSys)
+		t.Errorf("unix %v, quickack.Conn %v, raw socket %v: want a unix socket, unwrapped, with its raw socket", c.unix, c.qa, c.rawSys)
 	}
 	if c.TLS() != nil || c.Fallback() != "" {
 		t.Errorf("TLS %v, Fallback %q: want plaintext, and no fallback, at May over a unix socket", c.TLS(), c.Fallback())

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/petrel-mta/petrel/internal/quickack"
 	"github.com/petrel-mta/petrel/smtp"
 )
 
@@ -18,8 +19,10 @@ import (
 // bufio.Writer over the TCP or TLS connection, strict replies, pipelined
 // writes. It is used by one goroutine.
 type session struct {
-	raw     net.Conn // the TCP connection: deadlines, Close
-	conn    net.Conn // raw, or the *tls.Conn over it
+	raw     net.Conn       // the TCP connection: deadlines, Close
+	qa      *quickack.Conn // raw, re-arming quick ACKs while armed; nil with NoQuickAck
+	qaTLS   int64          // qa's re-arms when the handshake ended
+	conn    net.Conn       // raw (or qa), or the *tls.Conn over it
 	r       *bufio.Reader
 	w       *bufio.Writer
 	ext     extensions
@@ -62,14 +65,25 @@ func (r *runner) open(ctx context.Context, n uint64, idle bool) (*session, *Erro
 	if idle {
 		rb, wb = idleReadBuf, idleWriteBuf
 	}
-	s := &session{raw: raw, conn: raw, r: bufio.NewReaderSize(raw, rb), w: bufio.NewWriterSize(raw, wb),
-		timeout: r.opts.Timeout}
+	s := &session{raw: raw, conn: raw, timeout: r.opts.Timeout}
+	if r.opts.Security != Plaintext && !r.opts.NoQuickAck {
+		s.qa = quickack.New(raw)
+		s.conn = s.qa
+	}
+	s.r, s.w = bufio.NewReaderSize(s.conn, rb), bufio.NewWriterSize(s.conn, wb)
 	// Once ctx is done, every blocked read or write fails at once.
 	s.unwatch = context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
-	if err := s.start(ctx, r); err != nil {
+	serr := s.start(ctx, r)
+	s.quickAck(false) // the handshake and the first replies inside TLS are done
+	if s.qa != nil && s.qa.Rearms() > s.qaTLS && s.tls.Version != "" {
+		// The first replies inside TLS, with the server's session
+		// tickets before them, were read with quick ACKs re-armed.
+		r.quickAcked.Add(1)
+	}
+	if serr != nil {
 		s.unwatch()
 		_ = raw.Close()
-		return nil, err
+		return nil, serr
 	}
 	s.setup = time.Since(start)
 	return s, nil
@@ -118,10 +132,20 @@ func (s *session) start(ctx context.Context, r *runner) *Error {
 	return s.hello(ctx, r.opts.EHLO) // RFC 3207 §4.2: forget and ask again
 }
 
+// quickAck arms or disarms the re-arming of quick ACKs (internal/quickack):
+// armed from the ClientHello to the first EHLO reply inside TLS, where an
+// OpenSSL server's session tickets come in separate segments.
+func (s *session) quickAck(on bool) {
+	if s.qa != nil {
+		s.qa.Arm(on)
+	}
+}
+
 // handshake runs the TLS client handshake within the timeout and moves
 // the reader and writer onto TLS.
 func (s *session) handshake(ctx context.Context, cfg *tls.Config) *Error {
-	tc := tls.Client(s.raw, cfg)
+	s.quickAck(true)
+	tc := tls.Client(s.conn, cfg)
 	if err := s.deadline(ctx); err != nil {
 		return err
 	}
@@ -130,6 +154,9 @@ func (s *session) handshake(ctx context.Context, cfg *tls.Config) *Error {
 			return ne
 		}
 		return &Error{Kind: KindTLS, Err: err}
+	}
+	if s.qa != nil {
+		s.qaTLS = s.qa.Rearms()
 	}
 	st := tc.ConnectionState()
 	s.tls = TLSParams{Version: smtp.TLSVersionName(st.Version), Cipher: tls.CipherSuiteName(st.CipherSuite), Group: smtp.GroupName(st.CurveID)}

@@ -14,6 +14,13 @@ type Report struct {
 	Mode     string `json:"mode"`
 	Server   string `json:"server"`
 	Security string `json:"security"` // plaintext, starttls, implicit-tls
+	// QuickAck: TCP_QUICKACK was re-armed around each TLS handshake
+	// (internal/quickack); false in plaintext and with --no-quickack.
+	QuickAck bool `json:"quickack"`
+	// QuickAcked counts the sessions (failed ones too) whose first reads
+	// inside TLS, where the server's session tickets come, re-armed quick
+	// ACKs: with QuickAck, every TLS session.
+	QuickAcked uint64 `json:"quickack_sessions"`
 
 	// Load (Run) only.
 	Conns          int     `json:"conns,omitempty"`
@@ -95,7 +102,7 @@ func (rep *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "messages:   %d accepted, %d failed in %.3fs: %.1f msg/s (%d octets, %d rcpt each; %d conns × %d msgs; %s to %s%s)\n",
 			rep.Messages, rep.Failed, rep.Duration, rep.MessagesPerSec, rep.Size, rep.Rcpts, rep.Conns, rep.MsgsPerConn,
 			sec, rep.Server, features(rep))
-		fmt.Fprintf(w, "sessions:   %d set up: %.1f sessions/s%s\n", rep.Sessions, rep.SessionsPerSec, resumed(rep))
+		fmt.Fprintf(w, "sessions:   %d set up: %.1f sessions/s%s%s\n", rep.Sessions, rep.SessionsPerSec, resumed(rep), quickAck(rep))
 	}
 	for i, t := range rep.TLS {
 		label := "tls:"
@@ -142,6 +149,15 @@ func (s Summary) String() string {
 		return "(no samples)"
 	}
 	return fmt.Sprintf("p50 %.3f  p90 %.3f  p99 %.3f  max %.3f  mean %.3f ms", s.P50Ms, s.P90Ms, s.P99Ms, s.MaxMs, s.MeanMs)
+}
+
+// quickAck says when a TLS run did not re-arm quick ACKs: its session
+// set-up times may hold a delayed-ACK stall of the server's.
+func quickAck(rep *Report) string {
+	if rep.Security == Plaintext.String() || rep.QuickAck {
+		return ""
+	}
+	return " (quick ACKs not re-armed: OpenSSL servers may stall ≈40 ms per handshake)"
 }
 
 func resumed(rep *Report) string {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/petrel-mta/petrel/internal/quickack"
 )
 
 // runner is the state of one Run or Hold.
@@ -21,6 +23,7 @@ type runner struct {
 	dials     atomic.Uint64
 
 	messages, failed, sessions atomic.Uint64
+	quickAcked                 atomic.Uint64 // sessions whose first reads inside TLS re-armed quick ACKs
 	errs                       [numKinds]atomic.Uint64
 	pipelined, chunked         atomic.Bool
 
@@ -421,8 +424,10 @@ func (r *runner) report(elapsed time.Duration) *Report {
 	rep := &Report{
 		Server:      o.Server,
 		Security:    o.Security.String(),
+		QuickAck:    o.Security != Plaintext && !o.NoQuickAck && quickack.Supported,
 		Duration:    elapsed.Seconds(),
 		Sessions:    r.sessions.Load(),
+		QuickAcked:  r.quickAcked.Load(),
 		Errors:      map[string]uint64{},
 		ErrorsTotal: r.errors(),
 	}
