@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -96,6 +97,41 @@ func TestMatrix(t *testing.T) {
 	}
 }
 
+func TestSelectCells(t *testing.T) {
+	full := matrix(false, 1)
+	got, err := selectCells(full, "1KiB:16x100, 100kib:16x1")
+	if err != nil || len(got) != 2 || got[0] != (cell{small, 16, 100, 4800}) || got[1].Size != large || got[1].PerConn != 1 {
+		t.Errorf("selectCells = %v, %v", got, err)
+	}
+	if all, err := selectCells(full, ""); err != nil || len(all) != len(full) {
+		t.Errorf("selectCells(\"\") = %d cells, %v", len(all), err)
+	}
+	if _, err := selectCells(full, "1KiB:2x2"); err == nil || !strings.Contains(err.Error(), "1KiB:16x100") {
+		t.Errorf("an unknown cell: %v, want an error listing the cells", err)
+	}
+}
+
+func TestFlagsPostfix(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "petrel")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	o, err := parseFlags([]string{"--petrel", bin, "--postfix-set", "in_flow_delay=0", "--postfix-set", "smtpd_tls_loglevel = 1", "--postfix-discard"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := postfixMainCF(o.postfixSet)
+	if m["in_flow_delay"] != "0" || m["smtpd_tls_loglevel"] != "1" || m["virtual_mailbox_maps"] != "static:inbox/" || !o.postfixDiscard {
+		t.Errorf("main.cf %v, discard %v", m, o.postfixDiscard)
+	}
+	if d := withDiscard(m); !strings.HasPrefix(d["virtual_transport"], "discard:") || m["virtual_transport"] != "" {
+		t.Errorf("withDiscard: %v (and the original %v)", d, m)
+	}
+	if _, err := parseFlags([]string{"--petrel", bin, "--postfix-set", "novalue"}, io.Discard); err == nil {
+		t.Error("--postfix-set without = accepted")
+	}
+}
+
 // The lines the program reads from other processes' output.
 func TestOutputPatterns(t *testing.T) {
 	if m := listeningRE.FindStringSubmatch("petrel: mx          on 127.0.0.1:41753 (STARTTLS offered)"); m == nil || m[1] != "127.0.0.1:41753" {
@@ -179,16 +215,17 @@ func fakeResults(rounds int) *results {
 	res := newResults()
 	res.Cmdline, res.Started, res.Elapsed, res.Rounds, res.Done = "compare --quick", time.Now(), time.Minute, rounds, rounds
 	res.Cells, res.Idle, res.IdleAlone, res.Outbound = matrix(true, 1), 100, 500, 300
+	res.Variants, res.PostfixMainCF = variants(true), postfixMainCF(nil)
 	res.Machine = machine{NProc: 2, CPUModel: "cpu", Memory: "1 GiB", Kernel: "Linux", FileSystem: "/tmp", Postfix: "Postfix 3.7", OpenSSL: "OpenSSL 3.0", Go: "go1.26", Petrel: "abc1234"}
 	for i := range res.Cells {
-		for _, v := range variants() {
+		for _, v := range res.Variants {
 			for range rounds {
 				res.Load[loadKey{i, v}] = append(res.Load[loadKey{i, v}], loadSample{Rate: 100, P50: 1, P99: 2, CPU: 3, Messages: 10, Delivered: 10, Drained: true, TLS: "TLSv1.3 X " + v.Group()})
 			}
 		}
 	}
 	idle := idleSample{Target: 100, Open: 100, Base: memory{RSS: 1 << 20, PSS: 1 << 20, Processes: 1}, Loaded: memory{RSS: 4 << 20, PSS: 3 << 20, Processes: 1}, RSS: 30000, PSS: 20000, TLS: "TLSv1.3"}
-	for _, v := range variants() {
+	for _, v := range res.Variants {
 		res.IdleRuns[v] = []idleSample{idle}
 	}
 	res.AloneRuns = []idleSample{idle}

@@ -70,7 +70,10 @@ type options struct {
 	petrel, tools, out, workdir, cmdline string
 	petrelCommit, toolsCommit            string
 	rounds, outbound, idle, idleAlone    int
-	quick                                bool
+	quick, postfixDiscard                bool
+	noIdle, noOutbound                   bool
+	cells                                string
+	postfixSet                           map[string]string
 	scale                                float64
 	drainTimeout, outboundTimeout        time.Duration
 }
@@ -95,6 +98,19 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 2*time.Minute, "after each run, wait up to `D` for the server's queue to drain; then its CPU time is read and what is left is thrown away (flagged in the report)")
 	fs.DurationVar(&o.outboundTimeout, "outbound-timeout", 10*time.Minute, "wait up to `D` for an outbound batch to reach the sink; messages/s is then over D (flagged)")
 	fs.Float64Var(&o.scale, "scale", 1, "multiply the messages per run of every cell by `F` (for a faster or slower machine)")
+	fs.BoolVar(&o.postfixDiscard, "postfix-discard", false, "also measure a second Postfix that queues each message durably, then discards it (doing less than Petrel, which delivers to a Maildir), and report it beside the others")
+	fs.StringVar(&o.cells, "cells", "", "measure only these cells of the matrix, comma-separated `SIZE:CxM` (e.g. 1KiB:16x100,100KiB:16x1; default all)")
+	fs.BoolVar(&o.noIdle, "no-idle", false, "skip the idle-session memory measurements")
+	fs.BoolVar(&o.noOutbound, "no-outbound", false, "skip the outbound batches")
+	o.postfixSet = map[string]string{}
+	fs.Func("postfix-set", "override a main.cf setting of the measured Postfix, `NAME=VALUE` (repeatable; shown in the report)", func(v string) error {
+		name, value, ok := strings.Cut(v, "=")
+		if !ok || strings.TrimSpace(name) == "" {
+			return fmt.Errorf("want NAME=VALUE, got %q", v)
+		}
+		o.postfixSet[strings.TrimSpace(name)] = strings.TrimSpace(value)
+		return nil
+	})
 	fs.StringVar(&o.out, "out", "", "write the report to `FILE` (default bench/results/<UTC date-time>.md)")
 	fs.StringVar(&o.workdir, "workdir", os.TempDir(), "make the run's directory (certificate, Postfix's and Petrel's data) in `DIR`")
 	if err := fs.Parse(args); err != nil {
@@ -215,7 +231,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func measure(ctx context.Context, o options, logw io.Writer) (*results, error) {
 	res := newResults()
 	res.Cmdline, res.Started, res.Rounds = o.cmdline, time.Now(), o.rounds
-	res.Cells = matrix(o.quick, o.scale)
+	cells, err := selectCells(matrix(o.quick, o.scale), o.cells)
+	if err != nil {
+		return nil, err
+	}
+	res.Cells, res.Variants = cells, variants(o.postfixDiscard)
+	res.PostfixMainCF = postfixMainCF(o.postfixSet)
+	res.NoIdle, res.NoOutbound = o.noIdle, o.noOutbound
 	res.Idle, res.IdleAlone, res.Outbound = o.idle, o.idleAlone, o.outbound
 	res.DrainTimeout, res.OutboundTimeout = o.drainTimeout, o.outboundTimeout
 
@@ -237,12 +259,19 @@ func measure(ctx context.Context, o options, logw io.Writer) (*results, error) {
 	res.Dir = dir
 
 	r.logf("starting Postfix and Petrel in %s", dir)
-	pf, err := postfixtest.Launch(ctx, postfixtest.Config{
-		CertFile: r.certFile, KeyFile: r.keyFile, TLSLevel: "may", Domain: localDomain, Dir: dir,
-		SMTPDProcessLimit: postfixProcessLimit, MainCF: postfixMainCF(),
-	})
+	launchPostfix := func(mainCF map[string]string) (*postfixtest.Instance, error) {
+		pf, err := postfixtest.Launch(ctx, postfixtest.Config{
+			CertFile: r.certFile, KeyFile: r.keyFile, TLSLevel: "may", Domain: localDomain, Dir: dir,
+			SMTPDProcessLimit: postfixProcessLimit, MainCF: mainCF,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("cannot start Postfix: %v", strings.TrimPrefix(err.Error(), "postfixtest: "))
+		}
+		return pf, nil
+	}
+	pf, err := launchPostfix(res.PostfixMainCF)
 	if err != nil {
-		return nil, fmt.Errorf("cannot start Postfix: %v", strings.TrimPrefix(err.Error(), "postfixtest: "))
+		return nil, err
 	}
 	defer func() {
 		if cerr := pf.Close(); cerr != nil {
@@ -251,6 +280,19 @@ func measure(ctx context.Context, o options, logw io.Writer) (*results, error) {
 	}()
 	res.Machine.Postfix = "Postfix " + strings.TrimSpace(runOut(pf.Run(ctx, "postconf", "-h", "mail_version")))
 	postfix := &postfixServer{in: pf}
+	var postfixDiscard *postfixServer
+	if o.postfixDiscard {
+		pfd, err := launchPostfix(withDiscard(res.PostfixMainCF))
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if cerr := pfd.Close(); cerr != nil {
+				r.logf("%v", cerr)
+			}
+		}()
+		postfixDiscard = &postfixServer{in: pfd, discard: true}
+	}
 
 	pcfg := petrelConfig{dataDir: filepath.Join(dir, "petrel"), certFile: r.certFile, keyFile: r.keyFile}
 	petrel, err := startPetrel(ctx, o.petrel, pcfg, false)
@@ -280,11 +322,11 @@ func measure(ctx context.Context, o options, logw io.Writer) (*results, error) {
 		petrel = p
 		return sleep(ctx, time.Second)
 	}
-	r.logf("Postfix on %s, Petrel on %s; %d cells × %d variants, %d rounds", pf.Addr, petrel.Addr(), len(res.Cells), len(variants()), o.rounds)
+	r.logf("Postfix on %s, Petrel on %s; %d cells × %d variants, %d rounds", pf.Addr, petrel.Addr(), len(res.Cells), len(res.Variants), o.rounds)
 
 	interrupted := errors.New("interrupted")
 	for round := 1; round <= o.rounds; round++ {
-		if round > 1 {
+		if round > 1 && !o.noIdle {
 			// The smtpd processes of the last round's idle sessions
 			// exit after max_idle (100 s); they must not do so, and be
 			// billed for it, during this round's runs. (A postfix
@@ -298,10 +340,13 @@ func measure(ctx context.Context, o options, logw io.Writer) (*results, error) {
 			}
 		}
 		for i, c := range res.Cells {
-			for _, v := range variants() {
+			for _, v := range res.Variants {
 				var srv server = postfix
-				if v.Server() == namePetrel {
+				switch v {
+				case vPetrel, vMLKEM:
 					srv = petrel
+				case vPostfixDiscard:
+					srv = postfixDiscard
 				}
 				s := runLoad(ctx, r.tools, srv, c, v.Group(), o.drainTimeout)
 				if ctx.Err() != nil {
@@ -323,7 +368,7 @@ func measure(ctx context.Context, o options, logw io.Writer) (*results, error) {
 					if err := restartPetrel(true); err != nil {
 						return nil, err
 					}
-				} else if err := discardPostfix(ctx, pf); err != nil {
+				} else if err := discardPostfix(ctx, srv.(*postfixServer).in); err != nil {
 					r.logf("%v", err) // the next runs say whether Postfix still works
 				}
 				if err := clearMaildir(srv); err != nil {
@@ -332,51 +377,55 @@ func measure(ctx context.Context, o options, logw io.Writer) (*results, error) {
 			}
 		}
 
-		// Memory: Postfix without idle smtpd processes, Petrel fresh.
-		if out, err := pf.Command("reload"); err != nil {
-			return nil, fmt.Errorf("postfix reload: %v: %s", err, lastOf(out))
-		}
-		idleRun := func(srv server, v variant, n int) idleSample {
-			s := measureIdle(ctx, r.tools, srv, n, v.Group())
-			r.logf("round %d/%d  %d idle sessions  %-22s RSS %s/session, PSS %s/session (open %d after %.1fs) %s",
-				round, o.rounds, n, v, kib(s.RSS), kib(s.PSS), s.Open, s.Ramp, s.Problem)
-			return s
-		}
-		var s idleSample
-		if err := postfix.waitNoSMTPD(ctx, 2*time.Minute); err != nil {
-			s = idleSample{Target: o.idle, Problem: err.Error()}
-		} else {
-			s = idleRun(postfix, vPostfix, o.idle)
-		}
-		res.IdleRuns[vPostfix] = append(res.IdleRuns[vPostfix], s)
-		for _, v := range []variant{vPetrel, vMLKEM} {
+		if !o.noIdle {
+			// Memory: Postfix without idle smtpd processes, Petrel fresh.
+			if out, err := pf.Command("reload"); err != nil {
+				return nil, fmt.Errorf("postfix reload: %v: %s", err, lastOf(out))
+			}
+			idleRun := func(srv server, v variant, n int) idleSample {
+				s := measureIdle(ctx, r.tools, srv, n, v.Group())
+				r.logf("round %d/%d  %d idle sessions  %-22s RSS %s/session, PSS %s/session (open %d after %.1fs) %s",
+					round, o.rounds, n, v, kib(s.RSS), kib(s.PSS), s.Open, s.Ramp, s.Problem)
+				return s
+			}
+			var s idleSample
+			if err := postfix.waitNoSMTPD(ctx, 2*time.Minute); err != nil {
+				s = idleSample{Target: o.idle, Problem: err.Error()}
+			} else {
+				s = idleRun(postfix, vPostfix, o.idle)
+			}
+			res.IdleRuns[vPostfix] = append(res.IdleRuns[vPostfix], s)
+			for _, v := range []variant{vPetrel, vMLKEM} {
+				if err := restartPetrel(false); err != nil {
+					return nil, err
+				}
+				res.IdleRuns[v] = append(res.IdleRuns[v], idleRun(petrel, v, o.idle))
+			}
 			if err := restartPetrel(false); err != nil {
 				return nil, err
 			}
-			res.IdleRuns[v] = append(res.IdleRuns[v], idleRun(petrel, v, o.idle))
+			res.AloneRuns = append(res.AloneRuns, idleRun(petrel, vPetrel, o.idleAlone))
 		}
-		if err := restartPetrel(false); err != nil {
-			return nil, err
-		}
-		res.AloneRuns = append(res.AloneRuns, idleRun(petrel, vPetrel, o.idleAlone))
 		if ctx.Err() != nil {
 			return nil, interrupted
 		}
 
-		// Outbound.
-		for _, name := range []string{namePostfix, namePetrel} {
-			var s outSample
-			if name == namePostfix {
-				s = outboundPostfix(ctx, r, o.outbound, o.outboundTimeout)
-			} else {
-				s = outboundPetrel(ctx, r, o.outbound, round, o.outboundTimeout)
+		if !o.noOutbound {
+			// Outbound.
+			for _, name := range []string{namePostfix, namePetrel} {
+				var s outSample
+				if name == namePostfix {
+					s = outboundPostfix(ctx, r, res.PostfixMainCF, o.outbound, o.outboundTimeout)
+				} else {
+					s = outboundPetrel(ctx, r, o.outbound, round, o.outboundTimeout)
+				}
+				if ctx.Err() != nil {
+					return nil, interrupted
+				}
+				res.Out[name] = append(res.Out[name], s)
+				r.logf("round %d/%d  outbound %d  %-8s %7.0f msg/s  %d in %.1fs (first after %.2fs)  CPU %.3f s/1000  %d conns  %s %s",
+					round, o.rounds, o.outbound, name, s.Rate, s.Delivered, s.Seconds, s.First, s.CPU, s.Conns, s.Group, s.Problem)
 			}
-			if ctx.Err() != nil {
-				return nil, interrupted
-			}
-			res.Out[name] = append(res.Out[name], s)
-			r.logf("round %d/%d  outbound %d  %-8s %7.0f msg/s  %d in %.1fs (first after %.2fs)  CPU %.3f s/1000  %d conns  %s %s",
-				round, o.rounds, o.outbound, name, s.Rate, s.Delivered, s.Seconds, s.First, s.CPU, s.Conns, s.Group, s.Problem)
 		}
 		res.Done = round
 	}

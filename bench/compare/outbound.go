@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -216,7 +217,7 @@ var postfixGroupRE = regexp.MustCompile(`TLS connection established to \S+: (\S+
 // static:HOLD): the batch is queued without any delivery attempt, so
 // without deferrals or retry backoff. The release is `postsuper -H ALL`
 // (hold to deferred) and `postqueue -f` (deliver the deferred queue now).
-func outboundPostfix(ctx context.Context, r *runCtx, n int, timeout time.Duration) (s outSample) {
+func outboundPostfix(ctx context.Context, r *runCtx, base map[string]string, n int, timeout time.Duration) (s outSample) {
 	s.N = n
 	problems, problem := problemList(&s.Problem)
 	defer problems.done()
@@ -228,7 +229,7 @@ func outboundPostfix(ctx context.Context, r *runCtx, n int, timeout time.Duratio
 	}
 	defer sink.stop()
 	_, port, _ := net.SplitHostPort(sink.addr)
-	mainCF := postfixMainCF()
+	mainCF := maps.Clone(base)
 	mainCF["smtp_tls_security_level"] = "encrypt"
 	mainCF["smtpd_data_restrictions"] = "check_client_access static:HOLD"
 	in, err := postfixtest.Launch(ctx, postfixtest.Config{

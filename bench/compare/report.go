@@ -3,24 +3,32 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"time"
 )
 
 // results are everything a run measured.
 type results struct {
-	Cmdline   string
-	Started   time.Time
-	Elapsed   time.Duration
-	Rounds    int // rounds asked for
-	Done      int // rounds completed
-	Machine   machine
-	Dir       string
-	Cells     []cell
-	Idle      int // idle sessions per server
-	IdleAlone int // idle sessions, Petrel alone
-	Outbound  int // messages per outbound batch
+	Cmdline  string
+	Started  time.Time
+	Elapsed  time.Duration
+	Rounds   int // rounds asked for
+	Done     int // rounds completed
+	Machine  machine
+	Dir      string
+	Cells    []cell
+	Variants []variant // in the order they ran in each cell
+	// PostfixMainCF is what the run set in the measured Postfix's main.cf
+	// (postfixMainCF, with --postfix-set).
+	PostfixMainCF map[string]string
+	// NoIdle, NoOutbound: the memory or the outbound part was skipped.
+	NoIdle, NoOutbound bool
+	Idle               int // idle sessions per server
+	IdleAlone          int // idle sessions, Petrel alone
+	Outbound           int // messages per outbound batch
 
 	DrainTimeout, OutboundTimeout time.Duration
 
@@ -75,6 +83,26 @@ func (r *results) cellRatio(c int, f func(loadSample) float64) spread {
 	return spreadOf(ratios(r.load(c, vPetrel, f), r.load(c, vPostfix, f)))
 }
 
+// discard reports whether the run measured Postfix (discard).
+func (r *results) discard() bool { return slices.Contains(r.Variants, vPostfixDiscard) }
+
+// discardHead and discardCols are the table columns of Postfix (discard),
+// when the run has it: its figure and Petrel's over it.
+func (r *results) discardHead(head, rule string) (string, string) {
+	if !r.discard() {
+		return "", ""
+	}
+	return head, rule
+}
+
+func (r *results) discardCols(c int, f func(loadSample) float64) string {
+	if !r.discard() {
+		return ""
+	}
+	return fmt.Sprintf(" %s%s | %s |", spreadOf(r.load(c, vPostfixDiscard, f)).format(sig3), r.flagged(c, vPostfixDiscard),
+		spreadOf(ratios(r.load(c, vPetrel, f), r.load(c, vPostfixDiscard, f))).format(times))
+}
+
 // write writes the report as Markdown.
 func (r *results) write(w io.Writer) {
 	m := r.Machine
@@ -90,10 +118,14 @@ func (r *results) write(w io.Writer) {
 		fmt.Fprintf(w, "| load generator and sink | `petrel bench` of %s |\n", m.Tools)
 	}
 	fmt.Fprintf(w, "| rounds | %d of %d |\n\n", r.Done, r.Rounds)
+	var order []string
+	for _, v := range r.Variants {
+		order = append(order, v.Server()+" ("+v.Group()+")")
+	}
 	fmt.Fprintf(w, "Each figure is the median over the rounds, with the minimum and maximum in parentheses. In every\n"+
-		"round, each cell runs against Postfix, then Petrel (X25519), then Petrel (X25519MLKEM768), one after\n"+
-		"the other; a ratio is taken round by round (Petrel's run over the Postfix run just before it) and\n"+
-		"its median given. `*`: a run had a problem, listed at the end. `?`: no value.\n\n")
+		"round, each cell runs against %s, one after\n"+
+		"the other; a ratio is taken round by round (Petrel's run over the Postfix run of the same round) and\n"+
+		"its median given. `*`: a run had a problem, listed at the end. `?`: no value.\n\n", strings.Join(order, ", then "))
 
 	r.writeLoad(w)
 	r.writeIdle(w)
@@ -107,34 +139,37 @@ func (r *results) write(w io.Writer) {
 func (r *results) writeLoad(w io.Writer) {
 	fmt.Fprintf(w, "## Inbound: messages per second\n\n")
 	fmt.Fprintf(w, "STARTTLS, TLS 1.3, PIPELINING, one recipient, a full handshake per session.\n\n")
-	fmt.Fprintf(w, "| message | sessions × messages | messages per run | Postfix X25519 | Petrel X25519 | Petrel / Postfix | Petrel X25519MLKEM768 | Postfix X25519MLKEM768 |\n")
-	fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|--:|---|\n")
+	h, rule := r.discardHead(" Postfix (discard) X25519 | Petrel / Postfix (discard) |", "--:|--:|")
+	fmt.Fprintf(w, "| message | sessions × messages | messages per run | Postfix X25519 | Petrel X25519 | Petrel / Postfix | Petrel X25519MLKEM768 | Postfix X25519MLKEM768 |%s\n", h)
+	fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|--:|---|%s\n", rule)
 	for i, c := range r.Cells {
-		fmt.Fprintf(w, "| %s | %d × %d | %d | %s%s | %s%s | %s | %s%s | n/a |\n", sizeName(c.Size), c.Conns, c.PerConn, c.Total,
+		fmt.Fprintf(w, "| %s | %d × %d | %d | %s%s | %s%s | %s | %s%s | n/a |%s\n", sizeName(c.Size), c.Conns, c.PerConn, c.Total,
 			spreadOf(r.load(i, vPostfix, rate)).format(sig3), r.flagged(i, vPostfix),
 			spreadOf(r.load(i, vPetrel, rate)).format(sig3), r.flagged(i, vPetrel),
 			r.cellRatio(i, rate).format(times),
-			spreadOf(r.load(i, vMLKEM, rate)).format(sig3), r.flagged(i, vMLKEM))
+			spreadOf(r.load(i, vMLKEM, rate)).format(sig3), r.flagged(i, vMLKEM), r.discardCols(i, rate))
 	}
 	fmt.Fprintf(w, "\n## Inbound: final-reply latency, ms\n\n")
 	fmt.Fprintf(w, "From the end of the message data to the server's final reply (its commit), as the load generator saw it.\n\n")
-	fmt.Fprintf(w, "| message | sessions × messages | Postfix p50 | Postfix p99 | Petrel p50 | Petrel p99 | Petrel p99 / Postfix p99 | Petrel ML-KEM p50 | Petrel ML-KEM p99 | Postfix ML-KEM |\n")
-	fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	h, rule = r.discardHead(" Postfix (discard) p99 | Petrel p99 / Postfix (discard) p99 |", "--:|--:|")
+	fmt.Fprintf(w, "| message | sessions × messages | Postfix p50 | Postfix p99 | Petrel p50 | Petrel p99 | Petrel p99 / Postfix p99 | Petrel ML-KEM p50 | Petrel ML-KEM p99 | Postfix ML-KEM |%s\n", h)
+	fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|---|%s\n", rule)
 	for i, c := range r.Cells {
-		fmt.Fprintf(w, "| %s | %d × %d | %s | %s | %s | %s | %s | %s | %s | n/a |\n", sizeName(c.Size), c.Conns, c.PerConn,
+		fmt.Fprintf(w, "| %s | %d × %d | %s | %s | %s | %s | %s | %s | %s | n/a |%s\n", sizeName(c.Size), c.Conns, c.PerConn,
 			spreadOf(r.load(i, vPostfix, p50)).format(sig3), spreadOf(r.load(i, vPostfix, p99)).format(sig3),
 			spreadOf(r.load(i, vPetrel, p50)).format(sig3), spreadOf(r.load(i, vPetrel, p99)).format(sig3),
 			r.cellRatio(i, p99).format(times),
-			spreadOf(r.load(i, vMLKEM, p50)).format(sig3), spreadOf(r.load(i, vMLKEM, p99)).format(sig3))
+			spreadOf(r.load(i, vMLKEM, p50)).format(sig3), spreadOf(r.load(i, vMLKEM, p99)).format(sig3), r.discardCols(i, p99))
 	}
 	fmt.Fprintf(w, "\n## Inbound: server CPU seconds per 1000 messages\n\n")
-	fmt.Fprintf(w, "Receiving and local delivery to the Maildir: from the start of the load until the queue was empty.\n\n")
-	fmt.Fprintf(w, "| message | sessions × messages | Postfix X25519 | Petrel X25519 | Petrel / Postfix | Petrel X25519MLKEM768 | Postfix X25519MLKEM768 |\n")
-	fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|---|\n")
+	fmt.Fprintf(w, "Receiving and local delivery to the Maildir (Postfix (discard): receiving, queueing and discarding): from the start of the load until the queue was empty.\n\n")
+	h, rule = r.discardHead(" Postfix (discard) X25519 | Petrel / Postfix (discard) |", "--:|--:|")
+	fmt.Fprintf(w, "| message | sessions × messages | Postfix X25519 | Petrel X25519 | Petrel / Postfix | Petrel X25519MLKEM768 | Postfix X25519MLKEM768 |%s\n", h)
+	fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|---|%s\n", rule)
 	for i, c := range r.Cells {
-		fmt.Fprintf(w, "| %s | %d × %d | %s | %s | %s | %s | n/a |\n", sizeName(c.Size), c.Conns, c.PerConn,
+		fmt.Fprintf(w, "| %s | %d × %d | %s | %s | %s | %s | n/a |%s\n", sizeName(c.Size), c.Conns, c.PerConn,
 			spreadOf(r.load(i, vPostfix, cpu)).format(sig3), spreadOf(r.load(i, vPetrel, cpu)).format(sig3),
-			r.cellRatio(i, cpu).format(times), spreadOf(r.load(i, vMLKEM, cpu)).format(sig3))
+			r.cellRatio(i, cpu).format(times), spreadOf(r.load(i, vMLKEM, cpu)).format(sig3), r.discardCols(i, cpu))
 	}
 	fmt.Fprintln(w)
 }
@@ -154,6 +189,10 @@ func idleValues(runs []idleSample, f func(idleSample) float64) []float64 {
 
 func (r *results) writeIdle(w io.Writer) {
 	fmt.Fprintf(w, "## Memory of idle TLS sessions\n\n")
+	if r.NoIdle {
+		fmt.Fprintf(w, "Not measured in this run (--no-idle).\n\n")
+		return
+	}
 	fmt.Fprintf(w, "`petrel bench --idle N --starttls`: N sessions open (TLS 1.3 set up, EHLO said) and idle. Per session:\n"+
 		"(memory with the N sessions − memory before) / N, summed over all the server's processes. RSS counts\n"+
 		"pages shared by several processes (Postfix's smtpd processes) once per process; PSS shares them out.\n\n")
@@ -212,6 +251,10 @@ func outValues(runs []outSample, f func(outSample) float64) []float64 {
 
 func (r *results) writeOutbound(w io.Writer) {
 	fmt.Fprintf(w, "## Outbound: delivering a queued batch\n\n")
+	if r.NoOutbound {
+		fmt.Fprintf(w, "Not measured in this run (--no-outbound).\n\n")
+		return
+	}
 	fmt.Fprintf(w, "Each MTA relays a batch of %d queued 1 KiB messages, all for one domain, to `petrel bench sink` over STARTTLS\n"+
 		"(encryption required, certificate not verified). Time: from the release of the held batch to the last\n"+
 		"message at the sink.\n\n", r.Outbound)
@@ -295,12 +338,19 @@ func (r *results) targets() []target {
 		{fmt.Sprintf("≤ 32 KiB per idle session, X25519MLKEM768, %d sessions (RSS)", r.Idle), r.IdleRuns[vMLKEM]},
 		{fmt.Sprintf("≤ 32 KiB per idle session, Petrel alone, %d sessions (RSS)", r.IdleAlone), r.AloneRuns},
 	} {
+		if r.NoIdle {
+			ts = append(ts, target{what: x.what, measured: "not in this run (--no-idle)", skipped: true})
+			continue
+		}
 		s := spreadOf(idleValues(x.runs, func(s idleSample) float64 { return s.RSS }))
 		ts = append(ts, target{what: x.what, measured: s.format(kib), met: s.N > 0 && s.Median <= 32*1024, known: s.N > 0})
 	}
+	const out = "outbound ≥ 2× Postfix's messages/s"
+	if r.NoOutbound {
+		return append(ts, target{what: out, measured: "not in this run (--no-outbound)", skipped: true})
+	}
 	s := r.outRatio(func(s outSample) float64 { return s.Rate })
-	ts = append(ts, target{what: "outbound ≥ 2× Postfix's messages/s", measured: s.format(times), met: s.N > 0 && s.Median >= 2, known: s.N > 0})
-	return ts
+	return append(ts, target{what: out, measured: s.format(times), met: s.N > 0 && s.Median >= 2, known: s.N > 0})
 }
 
 func (r *results) writeTargets(w io.Writer) {
@@ -323,7 +373,7 @@ func (r *results) writeTargets(w io.Writer) {
 
 func (r *results) writeTLS(w io.Writer) {
 	fmt.Fprintf(w, "## TLS negotiated by the load generator\n\n| server | offered | negotiated (the load generator's tls line) |\n|---|---|---|\n")
-	for _, v := range variants() {
+	for _, v := range r.Variants {
 		seen := map[string]bool{}
 		var list []string
 		for k, runs := range r.Load {
@@ -356,9 +406,9 @@ func (r *results) writeMethod(w io.Writer) {
 	fmt.Fprintf(w, "## Method\n\n")
 	lines := []string{
 		"Both servers run on 127.0.0.1 at the same time, with the same ECDSA P-256 certificate made for the run, and accept mail for `" + localDomain + "`; every message goes to `" + rcptAddr + "` from `" + senderAddr + "`.",
-		"Postfix: a throw-away instance (`internal/postfixtest`: its own configuration, queue and data directories, nothing shared with a system Postfix), queue files written with Postfix's default fsync, delivery by virtual(8) to a Maildir; `smtpd_tls_security_level = may`, Postfix's default TLS settings (OpenSSL's default groups: X25519 first); smtpd process limit " + fmt.Sprint(postfixProcessLimit) + " in master.cf, `smtpd_client_connection_count_limit = 0` and the other per-client rate limits 0; its maillog goes to a file through postlogd, with `smtpd_tls_loglevel = 1` (a line per TLS session, as Petrel logs one). Everything else is Postfix's default, including `in_flow_delay = 1s` (smtpd slows down when mail arrives faster than it is delivered).",
+		"Postfix: a throw-away instance (`internal/postfixtest`: its own configuration, queue and data directories, nothing shared with a system Postfix), queue files written with Postfix's default fsync (a 250 only once the queue file is on disk), delivery by virtual(8) to one Maildir (fsynced too); `smtpd_tls_security_level = may`, Postfix's default TLS settings (OpenSSL's default groups: X25519 first; no TLS session cache; TLS 1.3 session tickets issued, never used: the load does not resume), the smtpd process limit " + fmt.Sprint(postfixProcessLimit) + " in master.cf, its maillog written to a file through postlogd. main.cf beyond postfixtest's own settings (`smtpd_peername_lookup = no` among them): " + r.mainCF() + ". Everything else is Postfix's default, including `in_flow_delay = 1s` (smtpd slows down when mail arrives faster than it is delivered).",
 		"Petrel: `petrel serve` with `[local] recipients = \"any\"` (Maildir delivery), `[limits] max_connections = max_connections_per_ip = 20000`, log level info to a file. Its data directory is next to Postfix's, on the same file system.",
-		"Load: `petrel bench --starttls --tls-group GROUP --pipelining --conns C --msgs-per-conn M --total N --size S`: a full TLS 1.3 handshake per session (no resumption), the certificate not verified per session. The load generator is a separate process on the same CPUs; its CPU time is not counted. Messages per run (`--total`) are in the first table; they give the slower server several seconds on the machine they were chosen on; `--scale F` multiplies them.",
+		"Load: `petrel bench --starttls --tls-group GROUP --pipelining --conns C --msgs-per-conn M --total N --size S`: one key-exchange group offered (X25519, or X25519MLKEM768 for Petrel's second column), a full TLS 1.3 handshake per session (no resumption), the certificate verified once (the first session), not per session, TCP_QUICKACK re-armed from the ClientHello to the first EHLO reply inside TLS (as Petrel's SMTP client does: without it, OpenSSL servers such as Postfix wait ≈ 40 ms per session for the client's delayed ACK; the run checks that every TLS session was re-armed). The load generator is a separate process on the same CPUs; its CPU time is not counted. Messages per run (`--total`) are in the first table; they give the slower server several seconds on the machine they were chosen on; `--scale F` multiplies them.",
 		"CPU: the server's user + system time over the run, from just before the load until its queue was empty and every accepted message was in the Maildir (so local delivery is included), divided by the messages accepted. Petrel: utime + stime of its one process (/proc/PID/stat). Postfix: the master's utime + stime + cutime + cstime (the children it has reaped) plus utime + stime of each of its live children (smtpd, cleanup, qmgr, trivial-rewrite, virtual, tlsmgr, anvil, postlogd, ...): a daemon that lives through the run, starts in it or exits in it is counted once. Clock ticks are 10 ms.",
 		"Between runs each server's queue drains (Postfix: its queue directories are empty; Petrel: `petrel queue list --json` is empty) and the delivered files are moved out of the Maildir (not deleted until the end: on ext4 without a journal, files created within 30 s of many deletions are slower to create, which would bill one server's cleanup to the next run) and the file systems are synced (sync(2)), so a run's background deliveries are billed to that run only. A queue that has not drained " + r.DrainTimeout.String() + " after the load (`--drain-timeout`) is not waited for longer: the CPU time is read then (it covers receiving every message and delivering those in the Maildir; flagged) and the rest is thrown away (Petrel: restarted with an empty data directory; Postfix: `postsuper -d ALL`).",
 		"Memory: Postfix is reloaded first and measured once no smtpd process is left (before the next round's runs, the idle sessions' smtpd processes are left to exit, after Postfix's max_idle of 100 s, so that they are not billed to a run); Petrel is restarted. RSS and PSS come from /proc/PID/smaps_rollup of every process of the server (Postfix: every process with the instance's MAIL_CONFIG; Petrel: its process), sampled before the sessions and " + settleTime.String() + " after the last one opened.",
@@ -370,11 +420,23 @@ func (r *results) writeMethod(w io.Writer) {
 	fmt.Fprintln(w)
 }
 
+// mainCF lists the run's main.cf settings for Postfix as `name = value`.
+func (r *results) mainCF() string {
+	var list []string
+	for _, k := range slices.Sorted(maps.Keys(r.PostfixMainCF)) {
+		list = append(list, fmt.Sprintf("`%s = %s`", k, r.PostfixMainCF[k]))
+	}
+	if r.discard() {
+		list = append(list, "and for Postfix (discard) `virtual_transport = discard:` (a second instance: the same, but each message is discarded once queued)")
+	}
+	return strings.Join(list, ", ")
+}
+
 func (r *results) writeProblems(w io.Writer) {
 	fmt.Fprintf(w, "## Problems\n\n")
 	n := 0
 	for i, c := range r.Cells {
-		for _, v := range variants() {
+		for _, v := range r.Variants {
 			for round, s := range r.Load[loadKey{i, v}] {
 				if s.Problem != "" {
 					fmt.Fprintf(w, "- round %d, %s, %s: %s\n", round+1, c, v, s.Problem)
@@ -383,7 +445,7 @@ func (r *results) writeProblems(w io.Writer) {
 			}
 		}
 	}
-	for _, v := range variants() {
+	for _, v := range r.Variants {
 		for round, s := range r.IdleRuns[v] {
 			if s.Problem != "" {
 				fmt.Fprintf(w, "- round %d, %d idle sessions, %s: %s\n", round+1, s.Target, v, s.Problem)
