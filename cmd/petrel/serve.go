@@ -217,7 +217,11 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	for k, v := range cfg.Local.Aliases {
 		aliases[k] = v
 	}
-	backend := relay.New(relay.Options{Domains: cfg.Domains, Queue: spool, Log: log,
+	var direct relay.Direct
+	if cfg.Local.DeliverOnAccept && !cfg.Delivery.Hold {
+		direct = deliverer // only to Maildirs: DeliverNow declines LMTP and remote mail
+	}
+	backend := relay.New(relay.Options{Domains: cfg.Domains, Queue: spool, Log: log, Direct: direct,
 		Users: userDB, AuthListeners: []string{"submission", "submissions"},
 		Trusted: cfg.Relay.TrustedPrefixes(),
 		Local: relay.Local{AcceptAny: cfg.Local.Recipients == "any", Users: userDB, Mailboxes: cfg.Local.Mailboxes,

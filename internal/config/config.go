@@ -302,6 +302,8 @@ func Default() Config {
 			Mailboxes:  []string{},
 			Aliases:    map[string]Targets{},
 			LMTPTLS:    "none",
+
+			DeliverOnAccept: true,
 		},
 		Relay: Relay{TrustedNetworks: []string{}},
 		Delivery: Delivery{

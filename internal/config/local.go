@@ -66,6 +66,16 @@ type Local struct {
 	// socket).
 	// Default: "none" (as Postfix's lmtp_tls_security_level).
 	LMTPTLS string `toml:"lmtp_tls"`
+
+	// DeliverOnAccept delivers a message whose recipients are all local
+	// Maildir mailboxes while its client waits for the final reply: the
+	// 250 comes once the message is fsynced in every Maildir, and it is
+	// never queued (its body is written to disk once, not twice). A
+	// message it cannot deliver so (a remote recipient, LMTP, a failure,
+	// more than 1 MiB, --hold) is queued as usual. false queues every
+	// message first.
+	// Default: true.
+	DeliverOnAccept bool `toml:"deliver_on_accept"`
 }
 
 // Relay is the [relay] table: who may send mail to non-local domains

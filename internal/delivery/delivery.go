@@ -170,10 +170,13 @@ type Stats struct {
 	ConnsOpened   uint64 // SMTP connections made
 	ConnsReused   uint64 // transactions on a cached connection
 	LocalMessages uint64 // Local.Deliver calls that succeeded
+	// DirectMessages counts the messages DeliverNow delivered while
+	// their client waited, without queueing them (among LocalMessages).
+	DirectMessages uint64
 }
 
 type counters struct {
-	attempts, delivered, deferred, failed, fallbacks, tlsFailures, opened, reused, local atomic.Uint64
+	attempts, delivered, deferred, failed, fallbacks, tlsFailures, opened, reused, local, direct atomic.Uint64
 }
 
 // Deliverer delivers messages. Make one with New; it is safe for concurrent
@@ -270,6 +273,7 @@ func (d *Deliverer) Stats() Stats {
 		Attempts: d.c.attempts.Load(), Delivered: d.c.delivered.Load(), Deferred: d.c.deferred.Load(),
 		Failed: d.c.failed.Load(), TLSFallbacks: d.c.fallbacks.Load(), TLSFailures: d.c.tlsFailures.Load(),
 		ConnsOpened: d.c.opened.Load(), ConnsReused: d.c.reused.Load(), LocalMessages: d.c.local.Load(),
+		DirectMessages: d.c.direct.Load(),
 	}
 }
 
@@ -338,6 +342,40 @@ func (d *Deliverer) Deliver(ctx context.Context, msg queue.Message, body func() 
 		out = append(out, rs...)
 	}
 	return out
+}
+
+// DeliverNow delivers msg (its recipients as Put would store them) to
+// local Maildirs at once, while the SMTP client waits for its final reply,
+// when every recipient is a local Maildir recipient whose mailbox is
+// known: a message written durably to its Maildirs needs no queue copy,
+// so each body is written to disk once, not twice (queue, then Maildir).
+// It reports false, having delivered nothing, when the message is not such
+// a message or the delivery failed; the caller then queues it as usual
+// (the delivery loop retries, bounces, and so on). The Maildir store
+// fsyncs before it returns, so true means durable.
+func (d *Deliverer) DeliverNow(ctx context.Context, msg queue.Message, data []byte) bool {
+	if d.opts.Local == nil || d.opts.LMTP != nil || len(msg.Rcpts) == 0 {
+		return false
+	}
+	for _, r := range msg.Rcpts {
+		dom := domainOf(r.Addr)
+		if !d.local[dom] {
+			return false // remote, or <Postmaster> without a domain: the queue's path
+		}
+		if _, err := d.opts.Mailbox(r.Addr); err != nil {
+			return false // the queue's path fails it with a DSN
+		}
+	}
+	res := d.deliverLocal(ctx, msg, msg.Rcpts, data)
+	for _, r := range res {
+		if r.State != queue.Delivered {
+			d.c.deferred.Add(uint64(len(res)))
+			return false
+		}
+	}
+	d.c.delivered.Add(uint64(len(res)))
+	d.c.direct.Add(1)
+	return true
 }
 
 // lazyBody reads the message once, when first needed.

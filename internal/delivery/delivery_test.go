@@ -444,6 +444,71 @@ func TestLocalDelivery(t *testing.T) {
 	}
 }
 
+// DeliverNow delivers at once only when every recipient is a local Maildir
+// mailbox, and then durably to each; otherwise it delivers nothing.
+func TestDeliverNow(t *testing.T) {
+	store, err := maildir.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	dns := dnsxtest.NewServer(t, mxRecords...)
+	e := newDeliverer(t, "25", dns, func(o *delivery.Options) {
+		o.LocalDomains = []string{"local.test"}
+		o.Local = store
+		o.Mailbox = func(addr string) (string, error) {
+			if strings.HasPrefix(addr, "nobody@") {
+				return "", errors.New("no such mailbox")
+			}
+			local, _, _ := strings.Cut(strings.ToLower(addr), "@")
+			return local, nil
+		}
+	})
+	for _, tc := range []struct {
+		name  string
+		rcpts []string
+		want  bool
+	}{
+		{"local", []string{"alice@local.test", "Bob@LOCAL.test"}, true},
+		{"a remote recipient", []string{"alice@local.test", "carol@dest.test"}, false},
+		{"an unknown mailbox", []string{"alice@local.test", "nobody@local.test"}, false},
+		{"postmaster without a domain", []string{"postmaster"}, false},
+		{"no recipient", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := map[string]int{}
+			for _, mb := range []string{"alice", "bob"} {
+				names, _ := store.List(mb)
+				before[mb] = len(names)
+			}
+			if got := e.d.DeliverNow(ctxT(t), message("Q"+tc.name, tc.rcpts...), []byte(testMsg)); got != tc.want {
+				t.Fatalf("DeliverNow = %v, want %v", got, tc.want)
+			}
+			added := 0
+			if tc.want {
+				added = 1
+			}
+			for _, mb := range []string{"alice", "bob"} {
+				names, _ := store.List(mb)
+				if want := before[mb] + added; len(names) != want && (mb == "alice" || tc.want) {
+					t.Errorf("%s: %d messages, want %d", mb, len(names), want)
+				}
+			}
+		})
+	}
+	if s := e.d.Stats(); s.DirectMessages != 1 || s.Delivered != 2 {
+		t.Errorf("stats %+v: want 1 direct message, 2 recipients delivered", s)
+	}
+	lm := newDeliverer(t, "25", dns, func(o *delivery.Options) {
+		o.LocalDomains = []string{"local.test"}
+		o.Local = store
+		o.LMTP = &delivery.LMTP{Network: "unix", Addr: "/nonexistent/lmtp"}
+	})
+	if lm.d.DeliverNow(ctxT(t), message("QL", "alice@local.test"), []byte(testMsg)) {
+		t.Error("DeliverNow delivered with LMTP configured (mail for LMTP goes through the queue)")
+	}
+}
+
 func TestOnlyDueRecipients(t *testing.T) {
 	_, be, port := server(t, false, nil)
 	dns := dnsxtest.NewServer(t, mxRecords...)

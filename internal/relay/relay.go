@@ -18,13 +18,16 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/petrel-mta/petrel/internal/queue"
@@ -57,7 +60,24 @@ type Options struct {
 	Trusted []netip.Prefix
 	// Local says which local recipients exist and how they are rewritten.
 	Local Local
+	// Direct, when set, is offered each message of at most DirectMax
+	// octets before the queue: when it delivers the message durably to
+	// every recipient while the client waits (local Maildirs), the
+	// message is never queued, and its body is written to disk once
+	// instead of twice. Nil queues every message.
+	Direct Direct
 }
+
+// Direct delivers a message at once, or reports false having delivered
+// nothing (internal/delivery.Deliverer is one).
+type Direct interface {
+	DeliverNow(ctx context.Context, msg queue.Message, data []byte) bool
+}
+
+// DirectMax is the largest message (Received header included) offered to
+// Options.Direct; larger ones stream into the queue, as the queue streams
+// bodies over 1 MiB to files.
+const DirectMax = 1 << 20
 
 // Local is the local recipient table.
 type Local struct {
@@ -103,13 +123,15 @@ type Backend struct {
 	local         Local
 	mailboxes     map[string]bool
 	aliases       map[string][]string
+	direct        Direct
+	bufs          sync.Pool // *[]byte for messages offered to direct
 }
 
 // New returns a Backend.
 func New(opts Options) *Backend {
 	b := &Backend{domains: make(map[string]bool), queue: opts.Queue, log: opts.Log, users: opts.Users,
 		authListeners: make(map[string]bool), trusted: opts.Trusted, local: opts.Local,
-		mailboxes: make(map[string]bool), aliases: make(map[string][]string)}
+		mailboxes: make(map[string]bool), aliases: make(map[string][]string), direct: opts.Direct}
 	for _, m := range opts.Local.Mailboxes {
 		b.mailboxes[strings.ToLower(m)] = true
 	}
@@ -358,24 +380,82 @@ func (s *session) clearRcpts() {
 
 func (s *session) Data(ctx context.Context, r io.Reader) error {
 	id := queue.NewID(time.Now())
-	msg := io.MultiReader(strings.NewReader(s.c.Received(id)), r)
+	received := s.c.Received(id)
 	env := queue.Envelope{ID: id, From: s.from.String(), Rcpts: s.rcpts, Attrs: s.attrs()}
-	size := &countingReader{r: msg}
-	_, err := s.b.queue.Put(ctx, env, size)
-	if err != nil {
-		var se *smtp.Error
-		if errors.As(err, &se) || ctx.Err() != nil || errors.Is(err, io.ErrUnexpectedEOF) {
-			return err // the client's fault or gone: the server replies or closes
+	var msg io.Reader = io.MultiReader(strings.NewReader(received), r)
+	stored := "queue"
+	if s.b.direct != nil {
+		bp := s.b.getBuf()
+		defer s.b.bufs.Put(bp)
+		data, whole, err := readUpTo(append((*bp)[:0], received...), r, DirectMax)
+		*bp = data[:0]
+		if err != nil {
+			return s.notStored(ctx, id, err)
 		}
-		s.c.Logger().Error("message not stored", "id", id, "err", err)
-		return errStorage
+		if whole && s.b.direct.DeliverNow(ctx, queue.Message{ID: id, From: env.From, Rcpts: env.Rcpts,
+			Received: time.Now(), Size: int64(len(data)), Attrs: env.Attrs}, data) {
+			return s.accepted(id, int64(len(data)), "delivered")
+		}
+		msg = io.MultiReader(bytes.NewReader(data), r) // r is at its end unless !whole
 	}
-	attrs := []any{"id", id, "from", s.from.String(), "rcpts", rcptList(s.c.Recipients()), "size", size.n}
+	size := &countingReader{r: msg}
+	if _, err := s.b.queue.Put(ctx, env, size); err != nil {
+		return s.notStored(ctx, id, err)
+	}
+	return s.accepted(id, size.n, stored)
+}
+
+// accepted logs the message and returns the 250 reply; how says where it
+// is now: "queue", or "delivered" (Options.Direct).
+func (s *session) accepted(id string, size int64, how string) error {
+	attrs := []any{"id", id, "from", s.from.String(), "rcpts", rcptList(s.c.Recipients()), "size", size, "stored", how}
 	if st := s.c.TLS(); st != nil {
 		attrs = append(attrs, "tls", true)
 	}
 	s.c.Logger().Info("message accepted", attrs...)
-	return &smtp.Error{Code: smtp.C250OK, Enhanced: smtp.E200Undefined, Message: "OK: queued as " + id}
+	text := "OK: queued as " + id
+	if how == "delivered" {
+		text = "OK: delivered as " + id
+	}
+	return &smtp.Error{Code: smtp.C250OK, Enhanced: smtp.E200Undefined, Message: text}
+}
+
+// notStored turns a failure to read or store the message into the reply.
+func (s *session) notStored(ctx context.Context, id string, err error) error {
+	var se *smtp.Error
+	if errors.As(err, &se) || ctx.Err() != nil || errors.Is(err, io.ErrUnexpectedEOF) {
+		return err // the client's fault or gone: the server replies or closes
+	}
+	s.c.Logger().Error("message not stored", "id", id, "err", err)
+	return errStorage
+}
+
+// getBuf returns a buffer for a message offered to Direct.
+func (b *Backend) getBuf() *[]byte {
+	if bp, ok := b.bufs.Get().(*[]byte); ok {
+		return bp
+	}
+	buf := make([]byte, 0, 64<<10)
+	return &buf
+}
+
+// readUpTo appends r's data to buf until EOF (whole) or until buf holds
+// more than limit octets (not whole: the rest is still in r).
+func readUpTo(buf []byte, r io.Reader, limit int) (data []byte, whole bool, err error) {
+	for len(buf) <= limit {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(limit+1-len(buf), max(cap(buf), 4096)))
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, true, nil
+		}
+		if err != nil {
+			return buf, false, err
+		}
+	}
+	return buf, false, nil
 }
 
 func rcptList(ps []smtp.Path) string {

@@ -316,3 +316,79 @@ func TestStorageError(t *testing.T) {
 		t.Errorf("want exactly the second message queued, got %d", len(ms))
 	}
 }
+
+// fakeDirect is a relay.Direct that records what it is offered and
+// delivers when accept says so.
+type fakeDirect struct {
+	mu      sync.Mutex
+	accept  bool
+	offered []queue.Message
+	data    []string
+}
+
+func (f *fakeDirect) DeliverNow(_ context.Context, msg queue.Message, data []byte) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.offered = append(f.offered, msg)
+	f.data = append(f.data, string(data))
+	return f.accept
+}
+
+// sendOne sends one message of body to rcpt and returns the final reply's
+// text.
+func sendOne(t *testing.T, addr, rcpt, body string) string {
+	t.Helper()
+	c := dial(t, addr)
+	c.cmd(250, "EHLO client.test")
+	c.cmd(250, "MAIL FROM:<a@example.org>")
+	c.cmd(250, "RCPT TO:<%s>", rcpt)
+	c.cmd(354, "DATA")
+	if _, err := io.WriteString(c.conn, body+".\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	msg := c.expect(250)
+	c.cmd(221, "QUIT")
+	return msg
+}
+
+// Options.Direct: a message it delivers is never queued and the 250 says
+// "delivered as" its ID, with the same Received header and body the queue
+// would have stored; a message it declines is queued whole; one larger
+// than DirectMax is queued whole without being offered.
+func TestDirect(t *testing.T) {
+	d := &fakeDirect{accept: true}
+	e := start(t, nil, func(o *relay.Options) { o.Direct = d })
+	body := "Subject: direct\r\n\r\nhello\r\n"
+	msg := sendOne(t, e.addr, "alice@localhost", body)
+	if len(d.offered) != 1 {
+		t.Fatalf("offered %d messages, want 1", len(d.offered))
+	}
+	m := d.offered[0]
+	if msg != "2.0.0 OK: delivered as "+m.ID {
+		t.Errorf("reply %q, want delivered as %s", msg, m.ID)
+	}
+	if len(m.Rcpts) != 1 || m.Rcpts[0].Addr != "alice@localhost" || m.From != "a@example.org" || m.Size != int64(len(d.data[0])) {
+		t.Errorf("offered %+v", m)
+	}
+	if !strings.HasPrefix(d.data[0], "Received: from client.test ([127.0.0.1])\r\n\tby mx.test (Petrel) with ESMTP id "+m.ID) || !strings.HasSuffix(d.data[0], "\r\n"+body) {
+		t.Errorf("offered data %q", d.data[0])
+	}
+	if ms, _ := e.q.List(context.Background()); len(ms) != 0 {
+		t.Errorf("a message delivered at once was queued too: %v", ms)
+	}
+
+	d.accept = false
+	msg = sendOne(t, e.addr, "bob@localhost", body)
+	qm, data := lastQueued(t, e.q)
+	if msg != "2.0.0 OK: queued as "+qm.ID || len(d.offered) != 2 || d.offered[1].ID != qm.ID || data != d.data[1] {
+		t.Errorf("declined: reply %q, queued %s %q, offered %d", msg, qm.ID, data, len(d.offered))
+	}
+
+	big := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 998)+"\r\n", relay.DirectMax/1000+10)
+	d.accept = true
+	msg = sendOne(t, e.addr, "carol@localhost", big)
+	qm, data = lastQueued(t, e.q)
+	if msg != "2.0.0 OK: queued as "+qm.ID || len(d.offered) != 2 || !strings.HasSuffix(data, "\r\n"+big) || qm.Size != int64(len(data)) {
+		t.Errorf("over DirectMax: reply %q, offered %d, queued %d octets (size %d), want %d after the header", msg, len(d.offered), len(data), qm.Size, len(big))
+	}
+}
