@@ -1,12 +1,35 @@
 #!/usr/bin/env bash
-# Installs the SMTP clients that Petrel's interoperability tests
-# (test/interop) drive: swaks, msmtp, openssl, curl, python3, Postfix
-# as a sending MTA, and Dovecot's LMTP server (dovecot-core and
-# dovecot-lmtpd) as a delivery target for LMTP. Debian/Ubuntu, as root.
-# Idempotent: it installs only what is missing, runs apt-get update once
-# and only if something is missing, and leaves no system Postfix or Dovecot
-# running (the tests start their own throw-away instances; the Postfix
-# package is preseeded as "No configuration").
+# Installs what scripts/test.sh needs beyond Go: the peers that Petrel's
+# interoperability tests drive (test/interop, internal/postfixtest,
+# internal/dovecottest and the tests that use them), and a C compiler for
+# go test -race; then checks that each can do what the tests ask of it, TLS
+# above all:
+#
+#   swaks                      STARTTLS, implicit TLS, AUTH PLAIN/LOGIN; its
+#                              TLS needs Perl's Net::SSLeay (libnet-ssleay-perl;
+#                              libio-socket-ssl-perl for newer swaks), which
+#                              swaks only recommends
+#   python3                    smtplib with the ssl module
+#   openssl                    openssl s_client -starttls smtp
+#   curl                       smtp:// with --ssl-reqd (Debian's: OpenSSL)
+#   msmtp                      STARTTLS (Debian's: GnuTLS)
+#   postfix                    a throw-away sending/receiving MTA with TLS
+#                              and regexp: tables
+#   dovecot-core, dovecot-lmtpd  Dovecot's LMTP server and its quota plugin
+#   ca-certificates            CA roots, for `go install` of staticcheck from
+#                              the module proxy (postfix and msmtp recommend it)
+#   gcc, libc6-dev             not a peer: the C compiler and C library that
+#                              cgo, and so `go test -race`, needs (without a C
+#                              compiler Go sets CGO_ENABLED=0 and -race fails)
+#
+# Debian/Ubuntu, as root. Every package is named: they are installed with
+# --no-install-recommends, so a peer's TLS support is never left to a
+# Recommends. Idempotent: it installs only the packages that dpkg does not
+# list as installed, runs apt-get update once and only if one is missing,
+# then asks each peer what it can do and fails with one line per missing
+# capability, naming the package that brings it. It leaves no system Postfix
+# or Dovecot running (the tests start their own throw-away instances; the
+# Postfix package is preseeded as "No configuration").
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -14,27 +37,33 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 1
 fi
 
-# command name -> Debian package
-declare -A pkg_of=(
-	[swaks]=swaks
-	[msmtp]=msmtp
-	[openssl]=openssl
-	[curl]=curl
-	[python3]=python3
-	[postfix]=postfix
-	[dovecot]=dovecot-core
-	[/usr/lib/dovecot/lmtp]=dovecot-lmtpd
-)
-
 # Postfix and Dovecot live in /usr/sbin, which a non-login PATH may lack.
-# Dovecot's LMTP server is no command but a binary of dovecot-lmtpd.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
+packages=(
+	swaks libnet-ssleay-perl libio-socket-ssl-perl
+	python3
+	openssl
+	curl
+	msmtp
+	postfix
+	dovecot-core dovecot-lmtpd
+	ca-certificates
+	gcc libc6-dev
+)
+
+installed() {
+	[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+	echo "install-deps.sh: needs Debian or Ubuntu (dpkg and apt-get); install by hand: ${packages[*]}" >&2
+	exit 1
+fi
+
 missing=()
-for cmd in swaks msmtp openssl curl python3 postfix dovecot /usr/lib/dovecot/lmtp; do
-	if ! command -v "$cmd" >/dev/null 2>&1; then
-		missing+=("${pkg_of[$cmd]}")
-	fi
+for p in "${packages[@]}"; do
+	installed "$p" || missing+=("$p")
 done
 
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -48,7 +77,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	apt-get update
 	apt-get install -y --no-install-recommends "${missing[@]}"
 else
-	echo "install-deps.sh: all interop clients are installed"
+	echo "install-deps.sh: all interop peers are installed"
 fi
 
 # Make sure no system Postfix runs (installing it may have started one, or
@@ -81,3 +110,116 @@ if command -v dovecot >/dev/null 2>&1; then
 		systemctl disable dovecot >/dev/null 2>&1 || true
 	fi
 fi
+
+# Capabilities: ask each peer, as the tests will find it (PATH first, like
+# exec.LookPath), whether it can do what the tests need. Outputs are caught
+# whole before grep reads them, so that grep -q closing a pipe early cannot
+# fail a check under pipefail.
+failed=0
+lack() {
+	echo "install-deps.sh: $*" >&2
+	failed=1
+}
+run() { "$@" 2>&1 || true; }
+
+if ! command -v swaks >/dev/null 2>&1; then
+	lack "swaks is missing: install swaks"
+else
+	support=$(run swaks --support)
+	if ! grep -q '^=== TLS supported' <<<"$support"; then
+		lack "swaks cannot do TLS (swaks --support: $(grep -m1 'TLS' <<<"$support" || echo 'no TLS line')): install libnet-ssleay-perl and libio-socket-ssl-perl"
+	fi
+fi
+
+if ! command -v python3 >/dev/null 2>&1; then
+	lack "python3 is missing: install python3"
+elif ! python3 -c 'import ssl, smtplib' >/dev/null 2>&1; then
+	lack "$(command -v python3) cannot import ssl and smtplib (python3 -c 'import ssl, smtplib'): install python3 (Debian's /usr/bin/python3) and put it first in PATH"
+fi
+
+if ! command -v openssl >/dev/null 2>&1; then
+	lack "openssl is missing: install openssl"
+elif ! grep -q -- '-starttls' <<<"$(run openssl s_client -help)"; then
+	lack "openssl s_client cannot do -starttls smtp (openssl s_client -help): install openssl"
+fi
+
+if ! command -v curl >/dev/null 2>&1; then
+	lack "curl is missing: install curl"
+else
+	curlv=$(run curl -V)
+	protocols=" $(sed -n 's/^Protocols: //p' <<<"$curlv") "
+	features=" $(sed -n 's/^Features: //p' <<<"$curlv") "
+	if [[ "$protocols" != *" smtp "* || "$protocols" != *" smtps "* ]]; then
+		lack "curl cannot do smtp and smtps (curl -V: Protocols:${protocols% }): install curl (Debian's)"
+	elif [[ "$features" != *" SSL "* ]]; then
+		lack "curl cannot do TLS (curl -V: no SSL in Features): install curl (Debian's, built with OpenSSL)"
+	fi
+fi
+
+if ! command -v msmtp >/dev/null 2>&1; then
+	lack "msmtp is missing: install msmtp"
+else
+	version=$(run msmtp --version)
+	if ! grep -Eqi '^TLS/SSL library: *(GnuTLS|OpenSSL|LibreSSL|libtls)' <<<"$version"; then
+		lack "msmtp cannot do TLS (msmtp --version: $(grep -m1 '^TLS/SSL library' <<<"$version" || echo 'no TLS/SSL library line')): install msmtp (Debian's, built with GnuTLS)"
+	fi
+fi
+
+if ! command -v postfix >/dev/null 2>&1 || ! command -v postconf >/dev/null 2>&1; then
+	lack "postfix is missing: install postfix"
+elif ! id postfix >/dev/null 2>&1; then
+	lack "there is no postfix user: install postfix (dpkg --configure -a if it was interrupted)"
+else
+	# "No configuration" leaves no main.cf, without which postconf stops:
+	# ask with an empty one.
+	pfconf=$(mktemp -d)
+	: >"$pfconf/main.cf"
+	tlsversion=$(run postconf -c "$pfconf" -T run-version)
+	if ! grep -q '^OpenSSL' <<<"$tlsversion"; then
+		lack "postfix cannot do TLS (postconf -T run-version: $(head -n1 <<<"$tlsversion")): install postfix (Debian's, built with OpenSSL)"
+	fi
+	if ! grep -qx regexp <<<"$(run postconf -c "$pfconf" -m)"; then
+		lack "postfix has no regexp: tables (postconf -m): install postfix (Debian's)"
+	fi
+	rm -rf "$pfconf"
+fi
+
+if ! command -v dovecot >/dev/null 2>&1; then
+	lack "dovecot is missing: install dovecot-core"
+else
+	dversion=$(run dovecot --version)
+	if ! grep -q '^2\.' <<<"$dversion"; then
+		lack "dovecot does not run (dovecot --version: $(head -n1 <<<"$dversion")): install dovecot-core"
+	fi
+	if [ ! -x /usr/lib/dovecot/lmtp ]; then
+		lack "Dovecot has no LMTP server (/usr/lib/dovecot/lmtp): install dovecot-lmtpd"
+	fi
+	if [ ! -e /usr/lib/dovecot/modules/lib10_quota_plugin.so ]; then
+		lack "Dovecot has no quota plugin (/usr/lib/dovecot/modules/lib10_quota_plugin.so): install dovecot-core"
+	fi
+	for u in dovecot dovenull; do
+		if ! id "$u" >/dev/null 2>&1; then
+			lack "there is no $u user: install dovecot-core (dpkg --configure -a if it was interrupted)"
+		fi
+	done
+fi
+
+if ! command -v gcc >/dev/null 2>&1; then
+	lack "there is no C compiler, which go test -race needs (cgo): install gcc and libc6-dev"
+else
+	cc=$(mktemp -d)
+	if ! printf 'int main(void) { return 0; }\n' | gcc -x c -o "$cc/a.out" - >/dev/null 2>&1; then
+		lack "gcc cannot build a C program, which go test -race needs (cgo): install gcc and libc6-dev"
+	fi
+	rm -rf "$cc"
+fi
+
+if [ ! -s /etc/ssl/certs/ca-certificates.crt ]; then
+	lack "no CA roots (/etc/ssl/certs/ca-certificates.crt), which go install needs to reach the module proxy: install ca-certificates"
+fi
+
+if [ "$failed" -ne 0 ]; then
+	echo "install-deps.sh: the peers above cannot do what the tests need" >&2
+	exit 1
+fi
+echo "install-deps.sh: every peer can do TLS (swaks, python3 ssl+smtplib, openssl s_client, curl smtp(s), msmtp, postfix, dovecot lmtp), and gcc builds for cgo"
