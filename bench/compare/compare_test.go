@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/petrel-mta/petrel/internal/testbin"
+	"golang.org/x/sys/unix"
 )
 
 func TestParseStat(t *testing.T) {
@@ -275,4 +276,22 @@ func TestQuickSmoke(t *testing.T) {
 		}
 	}
 	t.Logf("report:\n%s", report)
+}
+
+// spreadSubdirs sets the top-directory flag where the file system has it
+// (ext4 here); elsewhere it says why not.
+func TestSpreadSubdirs(t *testing.T) {
+	dir := t.TempDir()
+	if err := spreadSubdirs(dir); err != nil {
+		t.Skipf("%v (not ext4?)", err)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err != nil || flags&fsTopDirFlag == 0 {
+		t.Errorf("flags %#x, %v: want the top-directory flag set", flags, err)
+	}
 }

@@ -251,6 +251,9 @@ func measure(ctx context.Context, o options, logw io.Writer) (*results, error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, err
 	}
+	if err := spreadSubdirs(dir); err != nil {
+		res.SpreadDirs = err.Error()
+	}
 	r := &runCtx{tools: tools{bin: o.tools}, petrel: o.petrel, dir: dir, log: logw}
 	if r.certFile, r.keyFile, err = writeCertificate(dir); err != nil {
 		return nil, err

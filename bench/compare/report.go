@@ -24,6 +24,9 @@ type results struct {
 	// PostfixMainCF is what the run set in the measured Postfix's main.cf
 	// (postfixMainCF, with --postfix-set).
 	PostfixMainCF map[string]string
+	// SpreadDirs is why the servers' directories could not be put in
+	// block groups of their own (spreadSubdirs); "" when they were.
+	SpreadDirs string
 	// NoIdle, NoOutbound: the memory or the outbound part was skipped.
 	NoIdle, NoOutbound bool
 	Idle               int // idle sessions per server
@@ -407,6 +410,7 @@ func (r *results) writeMethod(w io.Writer) {
 	lines := []string{
 		"Both servers run on 127.0.0.1 at the same time, with the same ECDSA P-256 certificate made for the run, and accept mail for `" + localDomain + "`; every message goes to `" + rcptAddr + "` from `" + senderAddr + "`.",
 		"Postfix: a throw-away instance (`internal/postfixtest`: its own configuration, queue and data directories, nothing shared with a system Postfix), queue files written with Postfix's default fsync (a 250 only once the queue file is on disk), delivery by virtual(8) to one Maildir (fsynced too); `smtpd_tls_security_level = may`, Postfix's default TLS settings (OpenSSL's default groups: X25519 first; no TLS session cache; TLS 1.3 session tickets issued, never used: the load does not resume), the smtpd process limit " + fmt.Sprint(postfixProcessLimit) + " in master.cf, its maillog written to a file through postlogd. main.cf beyond postfixtest's own settings (`smtpd_peername_lookup = no` among them): " + r.mainCF() + ". Everything else is Postfix's default, including `in_flow_delay = 1s` (smtpd slows down when mail arrives faster than it is delivered).",
+		r.spreadLine(),
 		"Petrel: `petrel serve` with `[local] recipients = \"any\"` (Maildir delivery), `[limits] max_connections = max_connections_per_ip = 20000`, log level info to a file. Its data directory is next to Postfix's, on the same file system.",
 		"Load: `petrel bench --starttls --tls-group GROUP --pipelining --conns C --msgs-per-conn M --total N --size S`: one key-exchange group offered (X25519, or X25519MLKEM768 for Petrel's second column), a full TLS 1.3 handshake per session (no resumption), the certificate verified once (the first session), not per session, TCP_QUICKACK re-armed from the ClientHello to the first EHLO reply inside TLS (as Petrel's SMTP client does: without it, OpenSSL servers such as Postfix wait ≈ 40 ms per session for the client's delayed ACK; the run checks that every TLS session was re-armed). The load generator is a separate process on the same CPUs; its CPU time is not counted. Messages per run (`--total`) are in the first table; they give the slower server several seconds on the machine they were chosen on; `--scale F` multiplies them.",
 		"CPU: the server's user + system time over the run, from just before the load until its queue was empty and every accepted message was in the Maildir (so local delivery is included), divided by the messages accepted. Petrel: utime + stime of its one process (/proc/PID/stat). Postfix: the master's utime + stime + cutime + cstime (the children it has reaped) plus utime + stime of each of its live children (smtpd, cleanup, qmgr, trivial-rewrite, virtual, tlsmgr, anvil, postlogd, ...): a daemon that lives through the run, starts in it or exits in it is counted once. Clock ticks are 10 ms.",
@@ -418,6 +422,15 @@ func (r *results) writeMethod(w io.Writer) {
 		fmt.Fprintf(w, "- %s\n", l)
 	}
 	fmt.Fprintln(w)
+}
+
+// spreadLine says how the servers' directories were placed on disk.
+func (r *results) spreadLine() string {
+	const what = "Directories: the run's directory has ext4's top-directory flag (`chattr +T`), so that each server's directory made in it (each Postfix instance's, Petrel's data directory) gets block groups of its own, as on a machine of its own: on ext4 without a journal a file created in a block group where many inodes were freed in the last 60 s is slow to create (`recently_deleted`), and Postfix frees an inode per message (its queue file); sharing groups would bill Postfix's deletions to the server that runs after it."
+	if r.SpreadDirs != "" {
+		return what + " **Not done in this run**: " + r.SpreadDirs + "."
+	}
+	return what
 }
 
 // mainCF lists the run's main.cf settings for Postfix as `name = value`.

@@ -298,7 +298,7 @@ func TestLaunch(t *testing.T) {
 		CertFile: certFile, KeyFile: keyFile, Domain: "Bench.Test", Dir: parent, SMTPDProcessLimit: 7,
 	})
 	if errors.Is(err, postfixtest.ErrUnavailable) {
-		t.Skip(err)
+		skipUnavailable(t, err)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -381,6 +381,16 @@ func TestLaunch(t *testing.T) {
 	}
 }
 
+// skipUnavailable skips t for lack of Postfix or root, as Start does:
+// unless PETREL_INTEROP_REQUIRED=1, which makes it a failure.
+func skipUnavailable(t *testing.T, err error) {
+	t.Helper()
+	if os.Getenv("PETREL_INTEROP_REQUIRED") == "1" {
+		t.Fatalf("%v (PETREL_INTEROP_REQUIRED=1)", err)
+	}
+	t.Skip(err)
+}
+
 // A Launch that cannot start says so, and leaves no directory behind.
 func TestLaunchRefused(t *testing.T) {
 	t.Parallel()
@@ -388,7 +398,7 @@ func TestLaunchRefused(t *testing.T) {
 	_, err := postfixtest.Launch(t.Context(), postfixtest.Config{CertFile: "cert.pem", Dir: parent})
 	if err == nil || !strings.Contains(err.Error(), "CertFile and KeyFile go together") {
 		if errors.Is(err, postfixtest.ErrUnavailable) {
-			t.Skip(err)
+			skipUnavailable(t, err)
 		}
 		t.Errorf("Launch with a certificate and no key: %v", err)
 	}
