@@ -292,7 +292,7 @@ func (r *results) outRatio(f func(outSample) float64) spread {
 	return spreadOf(ratios(outValues(r.Out[namePetrel], f), outValues(r.Out[namePostfix], f)))
 }
 
-// target is one goal of issue 5 and how the run did against it.
+// target is one goal of issues 5 and 10 and how the run did against it.
 type target struct {
 	what, measured string
 	met            bool
@@ -357,7 +357,7 @@ func (r *results) targets() []target {
 }
 
 func (r *results) writeTargets(w io.Writer) {
-	fmt.Fprintf(w, "## Targets (issue 5)\n\n")
+	fmt.Fprintf(w, "## Targets (issues 5 and 10)\n\n")
 	fmt.Fprintf(w, "Judged on the median.\n\n| target | Petrel / Postfix or per session | verdict |\n|---|--:|---|\n")
 	for _, t := range r.targets() {
 		verdict := "**missed**"
