@@ -229,7 +229,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 		aliases[k] = v
 	}
 	var direct relay.Direct
-	if cfg.Local.DeliverOnAccept && !cfg.Delivery.Hold {
+	if cfg.Local.DeliverOnAccept && !cfg.Delivery.Hold && dopts.LMTP == nil {
 		direct = deliverer // only to Maildirs: DeliverNow declines LMTP and remote mail
 	}
 	backend := relay.New(relay.Options{Domains: cfg.Domains, Queue: spool, Log: log, Direct: direct,

@@ -17,9 +17,9 @@ type Report struct {
 	// QuickAck: TCP_QUICKACK was re-armed around each TLS handshake
 	// (internal/quickack); false in plaintext and with --no-quickack.
 	QuickAck bool `json:"quickack"`
-	// QuickAcked counts the sessions (failed ones too) whose first reads
-	// inside TLS, where the server's session tickets come, re-armed quick
-	// ACKs: with QuickAck, every TLS session.
+	// QuickAcked counts the sessions set up (as Sessions) whose first
+	// reads inside TLS, where the server's session tickets come, re-armed
+	// quick ACKs: with QuickAck, every TLS session.
 	QuickAcked uint64 `json:"quickack_sessions"`
 
 	// Load (Run) only.

@@ -1,6 +1,8 @@
 // Package relay is the daemon's smtpserver.Backend: it decides which
 // recipients a session may use, adds the Received header (RFC 5321 §4.4) and
-// puts each message in the durable queue before the server answers 250.
+// makes each message durable before the server answers 250: in the queue,
+// or, for a message that Options.Direct delivers at once (all recipients
+// local Maildir mailboxes), in its mailboxes.
 //
 // Petrel is never an open relay (RFC 5321 §3.6, RFC 2505): a recipient in a
 // local domain is accepted when it exists (see [Local]); any other only from
@@ -383,8 +385,7 @@ func (s *session) Data(ctx context.Context, r io.Reader) error {
 	received := s.c.Received(id)
 	env := queue.Envelope{ID: id, From: s.from.String(), Rcpts: s.rcpts, Attrs: s.attrs()}
 	var msg io.Reader = io.MultiReader(strings.NewReader(received), r)
-	stored := "queue"
-	if s.b.direct != nil {
+	if s.b.direct != nil && s.allLocal() {
 		bp := s.b.getBuf()
 		defer s.b.bufs.Put(bp)
 		data, whole, err := readUpTo(append((*bp)[:0], received...), r, DirectMax)
@@ -402,7 +403,20 @@ func (s *session) Data(ctx context.Context, r io.Reader) error {
 	if _, err := s.b.queue.Put(ctx, env, size); err != nil {
 		return s.notStored(ctx, id, err)
 	}
-	return s.accepted(id, size.n, stored)
+	return s.accepted(id, size.n, "queue")
+}
+
+// allLocal reports whether every recipient of the transaction is in a
+// local domain: only such a message may be delivered at once, so no other
+// is read into a buffer first.
+func (s *session) allLocal() bool {
+	for _, r := range s.rcpts {
+		_, dom, _ := strings.Cut(r.Addr, "@")
+		if !s.b.domains[strings.ToLower(strings.TrimSuffix(dom, "."))] {
+			return false
+		}
+	}
+	return len(s.rcpts) > 0
 }
 
 // accepted logs the message and returns the 250 reply; how says where it
