@@ -75,7 +75,7 @@ func (r *runner) open(ctx context.Context, n uint64, idle bool) (*session, *Erro
 	s.unwatch = context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
 	serr := s.start(ctx, r)
 	s.quickAck(false) // the handshake and the first replies inside TLS are done
-	if serr == nil && s.qa != nil && s.qa.Rearms() > s.qaTLS && s.tls.Version != "" {
+	if serr == nil && s.qa != nil && s.qa.Rearms() > s.qaTLS {
 		// The first replies inside TLS, with the server's session
 		// tickets before them, were read with quick ACKs re-armed.
 		r.quickAcked.Add(1)

@@ -121,31 +121,28 @@ lack() {
 	failed=1
 }
 run() { "$@" 2>&1 || true; }
+# missing CMD PKG: true (and a line) when CMD is not installed.
+missing() {
+	command -v "$1" >/dev/null 2>&1 && return 1
+	lack "$1 is missing: install $2"
+}
 
-if ! command -v swaks >/dev/null 2>&1; then
-	lack "swaks is missing: install swaks"
-else
+if ! missing swaks swaks; then
 	support=$(run swaks --support)
 	if ! grep -q '^=== TLS supported' <<<"$support"; then
 		lack "swaks cannot do TLS (swaks --support: $(grep -m1 'TLS' <<<"$support" || echo 'no TLS line')): install libnet-ssleay-perl and libio-socket-ssl-perl"
 	fi
 fi
 
-if ! command -v python3 >/dev/null 2>&1; then
-	lack "python3 is missing: install python3"
-elif ! python3 -c 'import ssl, smtplib' >/dev/null 2>&1; then
+if ! missing python3 python3 && ! python3 -c 'import ssl, smtplib' >/dev/null 2>&1; then
 	lack "$(command -v python3) cannot import ssl and smtplib (python3 -c 'import ssl, smtplib'): install python3 (Debian's /usr/bin/python3) and put it first in PATH"
 fi
 
-if ! command -v openssl >/dev/null 2>&1; then
-	lack "openssl is missing: install openssl"
-elif ! grep -q -- '-starttls' <<<"$(run openssl s_client -help)"; then
+if ! missing openssl openssl && ! grep -q -- '-starttls' <<<"$(run openssl s_client -help)"; then
 	lack "openssl s_client cannot do -starttls smtp (openssl s_client -help): install openssl"
 fi
 
-if ! command -v curl >/dev/null 2>&1; then
-	lack "curl is missing: install curl"
-else
+if ! missing curl curl; then
 	curlv=$(run curl -V)
 	protocols=" $(sed -n 's/^Protocols: //p' <<<"$curlv") "
 	features=" $(sed -n 's/^Features: //p' <<<"$curlv") "
@@ -156,9 +153,7 @@ else
 	fi
 fi
 
-if ! command -v msmtp >/dev/null 2>&1; then
-	lack "msmtp is missing: install msmtp"
-else
+if ! missing msmtp msmtp; then
 	version=$(run msmtp --version)
 	if ! grep -Eqi '^TLS/SSL library: *(GnuTLS|OpenSSL|LibreSSL|libtls)' <<<"$version"; then
 		lack "msmtp cannot do TLS (msmtp --version: $(grep -m1 '^TLS/SSL library' <<<"$version" || echo 'no TLS/SSL library line')): install msmtp (Debian's, built with GnuTLS)"
@@ -184,9 +179,7 @@ else
 	rm -rf "$pfconf"
 fi
 
-if ! command -v dovecot >/dev/null 2>&1; then
-	lack "dovecot is missing: install dovecot-core"
-else
+if ! missing dovecot dovecot-core; then
 	dversion=$(run dovecot --version)
 	if ! grep -q '^2\.' <<<"$dversion"; then
 		lack "dovecot does not run (dovecot --version: $(head -n1 <<<"$dversion")): install dovecot-core"
